@@ -1,0 +1,1 @@
+"""Benchmarks for mailcore; run ``python -m benchmarks.api``."""

@@ -1,0 +1,406 @@
+//! Roaring-bitmap audience index: one bitmap per tag, one per status code, plus `all`.
+//!
+//! Memory: there is deliberately **no reverse map** (contact → tags). At 10M contacts a
+//! reverse map costs hundreds of MB, while the bitmaps alone are a few bytes per membership.
+//! The price is that replacing a contact touches every tag bitmap: [`AudienceIndex::upsert`]
+//! does one `remove` per tag bitmap, and [`AudienceIndex::upsert_many`] amortises this by
+//! subtracting the whole batch (as a bitmap) from each tag/status bitmap once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use roaring::{MultiOps, RoaringBitmap};
+
+use crate::error::{Error, Result};
+
+/// Contact identifier.
+pub type ContactId = u32;
+/// Contact status code (small int, 0..=255).
+pub type Status = u8;
+
+/// Audience selection.
+///
+/// `base` = union of the `statuses` bitmaps (`None` = all contacts); if `any_tags` is
+/// non-empty, `base ∩= ⋃ any_tags`; for each of `all_tags`, `base ∩= tag` (an unknown tag
+/// empties the result); finally `base -= ⋃ none_tags`. Unknown tags in `any_tags` and
+/// `none_tags` contribute nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Contacts having at least one of these tags.
+    pub any_tags: Vec<String>,
+    /// Contacts having every one of these tags.
+    pub all_tags: Vec<String>,
+    /// Contacts having none of these tags.
+    pub none_tags: Vec<String>,
+    /// Contacts whose status is one of these (`None` = any status).
+    pub statuses: Option<Vec<Status>>,
+}
+
+/// The index.
+#[derive(Debug, Clone, Default)]
+pub struct AudienceIndex {
+    all: RoaringBitmap,
+    by_status: BTreeMap<Status, RoaringBitmap>,
+    by_tag: HashMap<String, RoaringBitmap>,
+}
+
+impl AudienceIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of contacts.
+    pub fn len(&self) -> u64 {
+        self.all.len()
+    }
+
+    /// Whether the index has no contacts.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Whether `contact` is indexed.
+    pub fn contains(&self, contact: ContactId) -> bool {
+        self.all.contains(contact)
+    }
+
+    /// Insert or replace `contact` with the given status and tag set.
+    pub fn upsert<S: AsRef<str>>(&mut self, contact: ContactId, status: Status, tags: &[S]) {
+        self.remove(contact);
+        self.all.insert(contact);
+        self.by_status.entry(status).or_default().insert(contact);
+        for tag in tags {
+            let tag = tag.as_ref();
+            match self.by_tag.get_mut(tag) {
+                Some(bm) => {
+                    bm.insert(contact);
+                }
+                None => {
+                    self.by_tag
+                        .insert(tag.to_owned(), RoaringBitmap::from_iter([contact]));
+                }
+            }
+        }
+    }
+
+    /// Batch upsert: `contacts[i]` gets `statuses[i]` and `tags[i]`. When a contact appears
+    /// more than once, the last occurrence wins (as with sequential [`AudienceIndex::upsert`]).
+    pub fn upsert_many<S: AsRef<str>>(
+        &mut self,
+        contacts: &[ContactId],
+        statuses: &[Status],
+        tags: &[Vec<S>],
+    ) -> Result<()> {
+        if contacts.len() != statuses.len() || contacts.len() != tags.len() {
+            return Err(Error::Audience(format!(
+                "upsert_many: length mismatch (contacts={}, statuses={}, tags={})",
+                contacts.len(),
+                statuses.len(),
+                tags.len()
+            )));
+        }
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let batch: RoaringBitmap = contacts.iter().copied().collect();
+
+        // Detach every batch contact from its old status and tags, one bitmap op per bitmap.
+        if !self.all.is_disjoint(&batch) {
+            self.by_status.retain(|_, bm| {
+                *bm -= &batch;
+                !bm.is_empty()
+            });
+            self.by_tag.retain(|_, bm| {
+                *bm -= &batch;
+                !bm.is_empty()
+            });
+        }
+        self.all |= &batch;
+
+        // Group new memberships; iterate backwards so the last occurrence of a contact wins.
+        let mut seen = RoaringBitmap::new();
+        let mut status_members: BTreeMap<Status, Vec<ContactId>> = BTreeMap::new();
+        let mut tag_members: HashMap<&str, Vec<ContactId>> = HashMap::new();
+        for i in (0..contacts.len()).rev() {
+            let contact = contacts[i];
+            if !seen.insert(contact) {
+                continue;
+            }
+            status_members.entry(statuses[i]).or_default().push(contact);
+            for tag in &tags[i] {
+                tag_members.entry(tag.as_ref()).or_default().push(contact);
+            }
+        }
+        for (status, members) in status_members {
+            *self.by_status.entry(status).or_default() |= sorted_bitmap(members);
+        }
+        for (tag, members) in tag_members {
+            let add = sorted_bitmap(members);
+            match self.by_tag.get_mut(tag) {
+                Some(bm) => *bm |= add,
+                None => {
+                    self.by_tag.insert(tag.to_owned(), add);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove `contact`; returns whether it was present.
+    pub fn remove(&mut self, contact: ContactId) -> bool {
+        if !self.all.remove(contact) {
+            return false;
+        }
+        let emptied_status = self
+            .by_status
+            .iter_mut()
+            .find_map(|(status, bm)| (bm.remove(contact) && bm.is_empty()).then_some(*status));
+        if let Some(status) = emptied_status {
+            self.by_status.remove(&status);
+        }
+        self.by_tag.retain(|_, bm| {
+            bm.remove(contact);
+            !bm.is_empty()
+        });
+        true
+    }
+
+    /// Tags that currently have at least one contact, sorted.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self.by_tag.keys().cloned().collect();
+        tags.sort_unstable();
+        tags
+    }
+
+    /// The bitmap of a tag, if any contact has it.
+    pub fn tag_bitmap(&self, tag: &str) -> Option<&RoaringBitmap> {
+        self.by_tag.get(tag)
+    }
+
+    /// The bitmap of a status, if any contact has it.
+    pub fn status_bitmap(&self, status: Status) -> Option<&RoaringBitmap> {
+        self.by_status.get(&status)
+    }
+
+    /// The bitmap of all contacts.
+    pub fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
+    /// Number of contacts matching `q`, avoiding materialisation for simple queries.
+    pub fn count(&self, q: &Query) -> u64 {
+        if q.all_tags.is_empty() && q.none_tags.is_empty() {
+            let status = match q.statuses.as_deref() {
+                None => Some(None),
+                Some([s]) => Some(Some(self.by_status.get(s))),
+                Some(_) => None,
+            };
+            let tag = match q.any_tags.as_slice() {
+                [] => Some(None),
+                [t] => Some(Some(self.by_tag.get(t))),
+                _ => None,
+            };
+            match (status, tag) {
+                (Some(None), Some(None)) => return self.all.len(),
+                (Some(None), Some(Some(t))) => return t.map_or(0, RoaringBitmap::len),
+                (Some(Some(s)), Some(None)) => return s.map_or(0, RoaringBitmap::len),
+                (Some(Some(s)), Some(Some(t))) => {
+                    return match (s, t) {
+                        (Some(s), Some(t)) => s.intersection_len(t),
+                        _ => 0,
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.query(q).len()
+    }
+
+    /// Contacts matching `q`.
+    pub fn query(&self, q: &Query) -> RoaringBitmap {
+        let tag = |t: &String| self.by_tag.get(t);
+        let any_union = || q.any_tags.iter().filter_map(tag).union();
+        let status_union = |s: &[Status]| s.iter().filter_map(|s| self.by_status.get(s)).union();
+
+        let mut base = match (q.statuses.as_deref(), q.any_tags.is_empty()) {
+            (None, true) => match q.all_tags.first() {
+                // Start from the first required tag instead of cloning `all`.
+                Some(first) => match tag(first) {
+                    Some(bm) => bm.clone(),
+                    None => return RoaringBitmap::new(),
+                },
+                None => self.all.clone(),
+            },
+            (None, false) => any_union(),
+            (Some(s), true) => status_union(s),
+            (Some(s), false) => {
+                let mut b = status_union(s);
+                if !b.is_empty() {
+                    b &= any_union();
+                }
+                b
+            }
+        };
+        for t in &q.all_tags {
+            if base.is_empty() {
+                return base;
+            }
+            match tag(t) {
+                Some(bm) => base &= bm,
+                None => return RoaringBitmap::new(),
+            }
+        }
+        for t in &q.none_tags {
+            if base.is_empty() {
+                return base;
+            }
+            if let Some(bm) = tag(t) {
+                base -= bm;
+            }
+        }
+        base
+    }
+}
+
+fn sorted_bitmap(mut ids: Vec<ContactId>) -> RoaringBitmap {
+    ids.sort_unstable();
+    ids.dedup();
+    RoaringBitmap::from_sorted_iter(ids).expect("ids are sorted and deduplicated")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(any: &[&str], all: &[&str], none: &[&str], statuses: Option<&[u8]>) -> Query {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        Query {
+            any_tags: v(any),
+            all_tags: v(all),
+            none_tags: v(none),
+            statuses: statuses.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn ids(bm: &RoaringBitmap) -> Vec<u32> {
+        bm.iter().collect()
+    }
+
+    fn sample() -> AudienceIndex {
+        let mut ix = AudienceIndex::new();
+        ix.upsert(1, 0, &["a", "b"]);
+        ix.upsert(2, 0, &["a"]);
+        ix.upsert(3, 1, &["b", "c"]);
+        ix.upsert(4, 2, &[] as &[&str]);
+        ix.upsert(u32::MAX, 1, &["a", "c"]);
+        ix
+    }
+
+    fn check(ix: &AudienceIndex, query: &Query, expected: &[u32]) {
+        assert_eq!(ids(&ix.query(query)), expected, "{query:?}");
+        assert_eq!(ix.count(query), expected.len() as u64, "{query:?}");
+    }
+
+    #[test]
+    fn basic_membership() {
+        let ix = sample();
+        assert_eq!(ix.len(), 5);
+        assert!(ix.contains(4) && ix.contains(u32::MAX) && !ix.contains(5));
+        assert_eq!(ix.tags(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn queries() {
+        let ix = sample();
+        let m = u32::MAX;
+        check(&ix, &Query::default(), &[1, 2, 3, 4, m]);
+        check(&ix, &q(&["a"], &[], &[], None), &[1, 2, m]);
+        check(&ix, &q(&["a", "c"], &[], &[], None), &[1, 2, 3, m]);
+        check(&ix, &q(&["zzz"], &[], &[], None), &[]);
+        check(&ix, &q(&["a", "zzz"], &[], &[], None), &[1, 2, m]);
+        check(&ix, &q(&[], &["a", "b"], &[], None), &[1]);
+        check(&ix, &q(&[], &["a", "zzz"], &[], None), &[]);
+        check(&ix, &q(&[], &["zzz"], &[], None), &[]);
+        check(&ix, &q(&[], &[], &["a"], None), &[3, 4]);
+        check(&ix, &q(&[], &[], &["zzz"], None), &[1, 2, 3, 4, m]);
+        check(&ix, &q(&[], &[], &[], Some(&[0])), &[1, 2]);
+        check(&ix, &q(&[], &[], &[], Some(&[0, 2])), &[1, 2, 4]);
+        check(&ix, &q(&[], &[], &[], Some(&[9])), &[]);
+        check(&ix, &q(&[], &[], &[], Some(&[])), &[]);
+        check(&ix, &q(&["a"], &[], &[], Some(&[1])), &[m]);
+        check(&ix, &q(&["a"], &[], &[], Some(&[9])), &[]);
+        check(&ix, &q(&["c"], &[], &[], Some(&[1, 1])), &[3, m]);
+        check(
+            &ix,
+            &q(&["a", "b"], &["c"], &["zzz"], Some(&[1, 0])),
+            &[3, m],
+        );
+        check(&ix, &q(&["a", "b"], &[], &["c"], None), &[1, 2]);
+    }
+
+    #[test]
+    fn upsert_replaces_status_and_tags() {
+        let mut ix = sample();
+        ix.upsert(3, 0, &["a"]);
+        assert_eq!(ix.tags(), ["a", "b", "c"]);
+        check(&ix, &q(&["b"], &[], &[], None), &[1]);
+        check(&ix, &q(&[], &[], &[], Some(&[1])), &[u32::MAX]);
+        ix.upsert(u32::MAX, 0, &[] as &[&str]);
+        assert_eq!(ix.tags(), ["a", "b"], "tag c dropped once empty");
+        assert!(ix.status_bitmap(1).is_none(), "status 1 dropped once empty");
+        assert_eq!(ix.len(), 5);
+    }
+
+    #[test]
+    fn remove_contact() {
+        let mut ix = sample();
+        assert!(ix.remove(3));
+        assert!(!ix.remove(3));
+        assert!(!ix.remove(77));
+        assert_eq!(ix.len(), 4);
+        check(&ix, &q(&["b", "c"], &[], &[], None), &[1, u32::MAX]);
+        assert!(ix.remove(u32::MAX));
+        assert_eq!(ix.tags(), ["a", "b"]);
+        assert!(ix.status_bitmap(1).is_none());
+    }
+
+    #[test]
+    fn upsert_many_matches_sequential_upserts() {
+        let contacts = [5, 1, 9, 5, 2, 1];
+        let statuses = [1, 2, 3, 4, 0, 7];
+        let tags: Vec<Vec<&str>> = vec![
+            vec!["x"],
+            vec!["a", "a"],
+            vec![],
+            vec!["y", "b"],
+            vec!["c"],
+            vec!["x", "z"],
+        ];
+        let mut batch = sample();
+        batch.upsert_many(&contacts, &statuses, &tags).unwrap();
+        let mut seq = sample();
+        for i in 0..contacts.len() {
+            seq.upsert(contacts[i], statuses[i], &tags[i]);
+        }
+        assert_eq!(batch.tags(), seq.tags());
+        assert_eq!(batch.all(), seq.all());
+        for t in seq.tags() {
+            assert_eq!(batch.tag_bitmap(&t), seq.tag_bitmap(&t), "{t}");
+        }
+        for s in 0..=255u8 {
+            assert_eq!(batch.status_bitmap(s), seq.status_bitmap(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn upsert_many_length_mismatch() {
+        let mut ix = AudienceIndex::new();
+        let err = ix
+            .upsert_many(&[1, 2], &[0], &[vec!["a"], vec![]])
+            .unwrap_err();
+        assert!(matches!(err, Error::Audience(_)));
+        assert!(ix.is_empty());
+        ix.upsert_many::<&str>(&[], &[], &[]).unwrap();
+        assert!(ix.is_empty());
+    }
+}

@@ -1,0 +1,22 @@
+//! Pure-Rust core of the mailcore email-campaign engine.
+//!
+//! * [`money`]: integer micro-dollar arithmetic, formatting and parsing.
+//! * [`template`]: the merge-tag template language (`{{ path | default: "x" }}`).
+//! * [`audience`]: roaring-bitmap audience index (tags × statuses).
+//!
+//! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audience;
+pub mod error;
+pub mod money;
+pub mod template;
+
+pub use audience::{AudienceIndex, ContactId, Query, Status};
+pub use error::{Error, Result};
+pub use money::{
+    checked_decimals, cost_micros, format_micros, parse_usd, MICROS_PER_USD, PRICE_PER_EMAIL_MICROS,
+};
+pub use template::{html_escape_into, FieldPath, Segment, Template};

@@ -1,0 +1,301 @@
+//! `mailcore._engine`: thin pyo3 binding over the `mailcore-engine` crate.
+//!
+//! Conventions:
+//! * engine errors reach Python only through `impl From<EngineErr> for PyErr` (one place);
+//! * batch work runs with the GIL released only through [`without_gil`] (one place);
+//! * inputs are converted to Rust values under the GIL before releasing it.
+
+use mailcore_engine as engine;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOverflowError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+create_exception!(
+    mailcore._engine,
+    EngineError,
+    PyException,
+    "Base class of all mailcore engine errors."
+);
+create_exception!(
+    mailcore._engine,
+    TemplateError,
+    EngineError,
+    "Template compile error. Attributes: `field` (offending field path or None) and \
+     `offset` (char offset of the offending tag)."
+);
+create_exception!(
+    mailcore._engine,
+    MoneyError,
+    EngineError,
+    "Money error: overflow, negative amount, or malformed decimal text."
+);
+
+/// Wrapper so the engine error can be converted into a Python exception.
+struct EngineErr(engine::Error);
+
+impl From<engine::Error> for EngineErr {
+    fn from(e: engine::Error) -> Self {
+        EngineErr(e)
+    }
+}
+
+/// The single mapping from engine errors to Python exceptions.
+impl From<EngineErr> for PyErr {
+    fn from(EngineErr(e): EngineErr) -> PyErr {
+        let message = e.to_string();
+        match e {
+            engine::Error::Template { field, offset, .. } => Python::attach(|py| {
+                let err = TemplateError::new_err(message);
+                let value = err.value(py);
+                if let Err(set_err) = value
+                    .setattr("field", field)
+                    .and_then(|()| value.setattr("offset", offset))
+                {
+                    return set_err;
+                }
+                err
+            }),
+            engine::Error::Money(_) => MoneyError::new_err(message),
+            engine::Error::Audience(_) => EngineError::new_err(message),
+        }
+    }
+}
+
+type EngineResult<T> = Result<T, EngineErr>;
+
+/// Run `f` with the GIL released (the only place the binding detaches from Python).
+fn without_gil<T, F>(py: Python<'_>, f: F) -> T
+where
+    F: Send + FnOnce() -> T,
+    T: Send,
+{
+    py.detach(f)
+}
+
+/// A Python int argument of a money function: out-of-`i64` values raise `MoneyError`
+/// (not `OverflowError`); non-ints raise `TypeError` as usual.
+#[derive(Clone, Copy)]
+struct MoneyInt(i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for MoneyInt {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.extract::<i64>().map(MoneyInt).map_err(|e| {
+            if e.is_instance_of::<PyOverflowError>(obj.py()) {
+                EngineErr(engine::Error::Money(
+                    "integer is out of the 64-bit range".to_owned(),
+                ))
+                .into()
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// count * unit_micros with checked i64 arithmetic.
+#[pyfunction]
+fn cost_micros(count: MoneyInt, unit_micros: MoneyInt) -> EngineResult<i64> {
+    Ok(engine::cost_micros(count.0, unit_micros.0)?)
+}
+
+/// Format micros as a decimal USD string, rounding half-up to `decimals` (0..=6).
+#[pyfunction]
+#[pyo3(signature = (micros, decimals = MoneyInt(2)), text_signature = "(micros, decimals=2)")]
+fn format_micros(micros: MoneyInt, decimals: MoneyInt) -> EngineResult<String> {
+    let decimals = engine::checked_decimals(decimals.0)?;
+    Ok(engine::format_micros(micros.0, decimals)?)
+}
+
+/// Parse a decimal USD string ("12.5", "-1", "0.0003") into micros.
+#[pyfunction]
+fn parse_usd(text: &str) -> EngineResult<i64> {
+    Ok(engine::parse_usd(text)?)
+}
+
+/// A compiled merge-tag template.
+#[pyclass(module = "mailcore._engine", name = "Template", frozen)]
+struct PyTemplate {
+    inner: engine::Template,
+}
+
+#[pymethods]
+impl PyTemplate {
+    #[new]
+    fn new(source: &str) -> EngineResult<Self> {
+        Ok(PyTemplate {
+            inner: engine::Template::compile(source)?,
+        })
+    }
+
+    /// Distinct field paths referenced, in order of first appearance.
+    #[getter]
+    fn fields(&self) -> Vec<String> {
+        self.inner.field_paths().to_vec()
+    }
+
+    /// The template source text.
+    #[getter]
+    fn source(&self) -> &str {
+        self.inner.source()
+    }
+
+    /// Render with `values` (field path -> value); `html=True` HTML-escapes substitutions.
+    #[pyo3(signature = (values, *, html))]
+    fn render(&self, values: &Bound<'_, PyDict>, html: bool) -> PyResult<String> {
+        let mut owned: Vec<Option<PyBackedStr>> = Vec::with_capacity(self.inner.fields().len());
+        for path in self.inner.field_paths() {
+            owned.push(match values.get_item(path)? {
+                Some(v) => Some(v.extract::<PyBackedStr>()?),
+                None => None,
+            });
+        }
+        let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
+        Ok(self.inner.render(&borrowed, html))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let source = PyString::new(py, self.inner.source()).repr()?;
+        Ok(format!("Template({source})"))
+    }
+}
+
+/// Roaring-bitmap index of contacts by tag and status.
+#[pyclass(module = "mailcore._engine", name = "AudienceIndex")]
+#[derive(Default)]
+struct PyAudienceIndex {
+    inner: engine::AudienceIndex,
+}
+
+fn query(
+    any_tags: Vec<String>,
+    all_tags: Vec<String>,
+    none_tags: Vec<String>,
+    statuses: Option<Vec<u8>>,
+) -> engine::Query {
+    engine::Query {
+        any_tags,
+        all_tags,
+        none_tags,
+        statuses,
+    }
+}
+
+#[pymethods]
+impl PyAudienceIndex {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Insert or replace a contact's status and tag set.
+    fn upsert(&mut self, contact: u32, status: u8, tags: Vec<String>) {
+        self.inner.upsert(contact, status, &tags);
+    }
+
+    /// Batch upsert; the bitmap work runs with the GIL released.
+    fn upsert_many(
+        &mut self,
+        py: Python<'_>,
+        contacts: Vec<u32>,
+        statuses: Vec<u8>,
+        tags: Vec<Vec<String>>,
+    ) -> EngineResult<()> {
+        let inner = &mut self.inner;
+        Ok(without_gil(py, || {
+            inner.upsert_many(&contacts, &statuses, &tags)
+        })?)
+    }
+
+    /// Remove a contact; True if it was present.
+    fn remove(&mut self, contact: u32) -> bool {
+        self.inner.remove(contact)
+    }
+
+    /// Number of contacts matching the query.
+    #[pyo3(signature = (*, any_tags = Vec::new(), all_tags = Vec::new(), none_tags = Vec::new(), statuses = None))]
+    fn count(
+        &self,
+        py: Python<'_>,
+        any_tags: Vec<String>,
+        all_tags: Vec<String>,
+        none_tags: Vec<String>,
+        statuses: Option<Vec<u8>>,
+    ) -> u64 {
+        let q = query(any_tags, all_tags, none_tags, statuses);
+        let inner = &self.inner;
+        without_gil(py, || inner.count(&q))
+    }
+
+    /// Matching contact ids as little-endian u32, ascending.
+    #[pyo3(signature = (*, any_tags = Vec::new(), all_tags = Vec::new(), none_tags = Vec::new(), statuses = None))]
+    fn members<'py>(
+        &self,
+        py: Python<'py>,
+        any_tags: Vec<String>,
+        all_tags: Vec<String>,
+        none_tags: Vec<String>,
+        statuses: Option<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let q = query(any_tags, all_tags, none_tags, statuses);
+        let inner = &self.inner;
+        let bitmap = without_gil(py, || inner.query(&q));
+        let len = usize::try_from(bitmap.len())
+            .ok()
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| PyOverflowError::new_err("result too large"))?;
+        PyBytes::new_with(py, len, |buf| {
+            for (chunk, id) in buf.chunks_exact_mut(4).zip(bitmap.iter()) {
+                chunk.copy_from_slice(&id.to_le_bytes());
+            }
+            Ok(())
+        })
+    }
+
+    /// Tags that currently have at least one contact, sorted.
+    fn tags(&self) -> Vec<String> {
+        self.inner.tags()
+    }
+
+    fn __len__(&self) -> usize {
+        // The index holds at most 2^32 contacts, which fits usize on 64-bit targets.
+        usize::try_from(self.inner.len()).unwrap_or(usize::MAX)
+    }
+
+    fn __contains__(&self, contact: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match contact.extract::<u32>() {
+            Ok(id) => Ok(self.inner.contains(id)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(contact.py()) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<AudienceIndex contacts={}>", self.inner.len())
+    }
+}
+
+/// The `mailcore._engine` extension module.
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("EngineError", py.get_type::<EngineError>())?;
+    m.add("TemplateError", py.get_type::<TemplateError>())?;
+    m.add("MoneyError", py.get_type::<MoneyError>())?;
+    // Class-level defaults; each raised TemplateError overrides them on the instance.
+    let template_error = py.get_type::<TemplateError>();
+    template_error.setattr("field", py.None())?;
+    template_error.setattr("offset", 0)?;
+
+    m.add("PRICE_PER_EMAIL_MICROS", engine::PRICE_PER_EMAIL_MICROS)?;
+    m.add("MICROS_PER_USD", engine::MICROS_PER_USD)?;
+    m.add_function(wrap_pyfunction!(cost_micros, m)?)?;
+    m.add_function(wrap_pyfunction!(format_micros, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_usd, m)?)?;
+    m.add_class::<PyTemplate>()?;
+    m.add_class::<PyAudienceIndex>()?;
+    Ok(())
+}

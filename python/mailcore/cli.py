@@ -1,0 +1,176 @@
+"""The ``mailcore`` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import trio
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .config import Settings
+from .errors import MailcoreError, ValidationError
+from .facade import Mailcore
+from .pricing import parse_usd, usd
+
+T = TypeVar("T")
+
+app = typer.Typer(help="mailcore: email campaigns with a Rust core.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts and API keys.", no_args_is_help=True)
+wallet_app = typer.Typer(help="Wallet funds.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Contacts.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(contacts_app, name="contacts")
+
+console = Console(stderr=True)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="mailcore.toml (default: ./mailcore.toml)")
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _run(settings: Settings, fn: Callable[[Mailcore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with Mailcore.open(settings) as mc:
+            return await fn(mc)
+
+    try:
+        return trio.run(main)
+    except MailcoreError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _usd_arg(text: str) -> int:
+    try:
+        return parse_usd(text)
+    except Exception as exc:
+        raise typer.BadParameter(f"{text!r} is not an amount in USD (e.g. 25 or 12.50)") from exc
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Serve the REST API (hypercorn, Trio worker)."""
+    from .rest.server import serve as serve_api
+
+    settings = _settings(config, host=host, port=port)
+    console.print(f"mailcore serving on http://{settings.host}:{settings.port}")
+    _run(settings, serve_api)
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="where to write")] = Path("api/openapi.json"),
+) -> None:
+    """Write the OpenAPI document generated from the code."""
+    from .rest.openapi import openapi_json
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(openapi_json())
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(help="contacts to generate")] = 5_000,
+    database: Annotated[str, typer.Option(help="database URL")] = "sqlite:///./demo-out/demo.db",
+) -> None:
+    """The main job: an account, contacts imported over the API, a campaign with its cost."""
+    from .demo import run_demo
+
+    trio.run(run_demo, _settings(None, database_url=database), contacts)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Option(help="account name")],
+    credit: Annotated[str, typer.Option(help="opening credit in USD")] = "0",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create an account and print its id and API key (shown only once)."""
+    micros = _usd_arg(credit)
+    created = _run(_settings(config), lambda mc: mc.accounts.create(name, credit_micros=micros))
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(created).decode() + "\n")
+    else:
+        console.print(f"account [bold]{created.account_id}[/bold]")
+        console.print(f"API key [bold]{created.api_key}[/bold] (shown once: keep it)")
+
+
+@wallet_app.command("credit")
+def wallet_credit(
+    account_id: str,
+    amount: Annotated[str, typer.Argument(help="USD to add (negative to remove)")],
+    config: ConfigOption = None,
+) -> None:
+    """Add funds to an account's wallet."""
+    micros = _usd_arg(amount)
+    balance = _run(
+        _settings(config), lambda mc: mc.account(account_id).wallet.credit(micros, "cli")
+    )
+    console.print(f"balance {usd(balance, 6):.6f} USD")
+
+
+@wallet_app.command("show")
+def wallet_show(account_id: str, config: ConfigOption = None) -> None:
+    """Print the wallet as JSON."""
+    wallet = _run(_settings(config), lambda mc: mc.account(account_id).wallet.get())
+    sys.stdout.write(msgspec.json.encode(wallet).decode() + "\n")
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Annotated[Path, typer.Argument(help="a .csv or .json file", exists=True, dir_okay=False)],
+    account: Annotated[str, typer.Option(help="account id")],
+    config: ConfigOption = None,
+) -> None:
+    """Import contacts (upsert by email) with a progress bar; prints the result as JSON."""
+    data = file.read_bytes()
+    is_json = file.suffix.lower() == ".json"
+    rows = data.count(b"\n") if not is_json else data.count(b'"email"')
+
+    async def go(mc: Mailcore) -> Any:
+        scope = mc.account(account)
+        await scope.wallet.get()  # NotFound for an unknown account, before any work
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("import", total=max(rows, 1))
+            done = lambda n: bar.update(task, completed=n)  # noqa: E731
+            if is_json:
+                return await scope.contacts.import_json(data, done)
+            return await scope.contacts.import_csv(data, done)
+
+    result = _run(_settings(config), go)
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+
+
+def main() -> None:
+    try:
+        app()
+    except ValidationError as exc:
+        console.print(f"[red]error[/red]: {exc.message}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

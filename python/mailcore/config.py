@@ -1,0 +1,72 @@
+"""Settings: one frozen Struct, read from ``mailcore.toml`` and ``MAILCORE_*`` variables.
+
+Precedence, lowest first: the defaults below, the TOML file (``MAILCORE_CONFIG`` or
+``./mailcore.toml``), then environment variables named ``MAILCORE_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import ValidationError
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    database_url: str = "sqlite:///./mailcore.db"
+    smtp_url: str = "smtp://127.0.0.1:2525"
+    public_url: str = "http://127.0.0.1:8025"
+    # Signs tracking and unsubscribe tokens. Empty: a random key is made once and kept
+    # in the database, so links stay valid across restarts.
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = msgspec.field(default=8025)
+    # Request bodies above these sizes get 413 before they are read whole.
+    max_body_bytes: int = 1_048_576
+    max_import_bytes: int = 256 * 1_048_576
+    # Contacts are written in groups of this many rows per transaction during imports.
+    import_batch_size: int = 5_000
+
+    def __post_init__(self) -> None:
+        if not (0 < self.port < 65536):
+            raise ValidationError("port must be between 1 and 65535", field="port")
+        if self.max_body_bytes <= 0 or self.max_import_bytes <= 0:
+            raise ValidationError("body limits must be positive", field="max_body_bytes")
+        if self.import_batch_size <= 0:
+            raise ValidationError("import_batch_size must be positive", field="import_batch_size")
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings from the TOML file, the environment and explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        config_path = (
+            Path(path) if path is not None else Path(env.get("MAILCORE_CONFIG", "mailcore.toml"))
+        )
+        if config_path.is_file():
+            with config_path.open("rb") as f:
+                values.update(tomllib.load(f))
+        elif path is not None:
+            raise ValidationError(f"config file {config_path} does not exist", field="config")
+        for name in cls.__struct_fields__:
+            key = f"MAILCORE_{name.upper()}"
+            if key in env:
+                values[name] = env[key]
+        values.update(overrides)
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"invalid setting: {exc}") from exc
+
+
+__all__ = ["Settings"]

@@ -1,0 +1,241 @@
+"""The wire schema: msgspec Structs for request bodies and responses (camelCase on the wire).
+
+These Structs are the single description of each shape: the REST layer decodes and
+encodes with them, the library returns them, and ``api/openapi.json`` is generated from
+them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+ContactStatus = Literal["subscribed", "unsubscribed", "bounced", "complained"]
+CampaignStatus = Literal["draft", "sending", "sent", "cancelled"]
+CustomValue = str | int | float | bool
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, description="An email address")]
+Tag = Annotated[
+    str,
+    Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f,;]+$", description="A tag"),
+]
+Name = Annotated[str, Meta(max_length=200)]
+Usd = Annotated[float, Meta(description="An amount in US dollars")]
+Micros = Annotated[int, Meta(description="An amount in micro-dollars (1 USD = 1,000,000)")]
+
+
+class _Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class _Out(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    pass
+
+
+# -- contacts -----------------------------------------------------------------------
+
+
+class ContactCreate(_Wire, frozen=True):
+    email: Email
+    first_name: Name | None = None
+    last_name: Name | None = None
+    tags: Annotated[list[Tag], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    custom_fields: dict[str, CustomValue] = msgspec.field(default_factory=dict)
+    # A new contact is "subscribed" unless given; an upsert or import never re-subscribes
+    # a contact that unsubscribed, bounced or complained.
+    status: ContactStatus | None = None
+
+
+class ContactUpdate(_Wire, frozen=True):
+    """PATCH: only the fields present change. ``tags`` replaces the set; ``customFields``
+    is merged key by key and a key set to null is removed."""
+
+    email: Email | UnsetType = UNSET
+    first_name: Name | UnsetType | None = UNSET
+    last_name: Name | UnsetType | None = UNSET
+    tags: Annotated[list[Tag], Meta(max_length=100)] | UnsetType = UNSET
+    custom_fields: dict[str, CustomValue | None] | UnsetType = UNSET
+    status: ContactStatus | UnsetType = UNSET
+
+
+class Contact(_Out, frozen=True):
+    id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    tags: list[str]
+    custom_fields: dict[str, CustomValue]
+    status: ContactStatus
+    created_at: str
+    updated_at: str
+
+
+class ContactUpsertResult(_Out, frozen=True):
+    created: bool
+    contact: Contact
+
+
+class ContactPage(_Out, frozen=True):
+    data: list[Contact]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ContactImport(_Wire, frozen=True):
+    contacts: list[msgspec.Raw]
+
+
+class ImportRowError(_Out, frozen=True):
+    row: int
+    code: str
+    message: str
+    email: str | None = None
+    field: str | None = None
+
+
+class ImportResult(_Out, frozen=True):
+    total: int
+    created: int
+    updated: int
+    errors: list[ImportRowError]
+
+
+class Deleted(_Out, frozen=True):
+    id: str
+    deleted: bool = True
+
+
+# -- campaigns ----------------------------------------------------------------------
+
+
+class Sender(_Wire, frozen=True):
+    email: Email
+    name: Name | None = None
+
+
+class Audience(_Wire, frozen=True):
+    """Subscribed contacts having any of ``tags`` and none of ``excludeTags``."""
+
+    tags: Annotated[list[Tag], Meta(min_length=1, max_length=100)]
+    exclude_tags: Annotated[list[Tag], Meta(max_length=100)] = msgspec.field(default_factory=list)
+
+
+class Content(_Wire, frozen=True):
+    html: Annotated[str, Meta(min_length=1, max_length=2_000_000)]
+    # Derived from the HTML when absent.
+    text: Annotated[str, Meta(max_length=2_000_000)] | None = None
+
+
+Subject = Annotated[str, Meta(min_length=1, max_length=998)]
+Preheader = Annotated[str, Meta(max_length=500)]
+
+
+class CampaignCreate(_Wire, frozen=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    subject: Subject
+    from_: Sender = msgspec.field(name="from")
+    audience: Audience
+    content: Content
+    preheader: Preheader = ""
+    reply_to: Email | None = None
+
+
+class CampaignUpdate(_Wire, frozen=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    subject: Subject | UnsetType = UNSET
+    preheader: Preheader | UnsetType = UNSET
+    from_: Sender | UnsetType = msgspec.field(default=UNSET, name="from")
+    reply_to: Email | UnsetType | None = UNSET
+    audience: Audience | UnsetType = UNSET
+    content: Content | UnsetType = UNSET
+
+
+class Campaign(_Out, frozen=True):
+    id: str
+    name: str
+    status: CampaignStatus
+    subject: str
+    preheader: str
+    from_: Sender = msgspec.field(name="from")
+    reply_to: str | None
+    audience: Audience
+    content: Content
+    audience_count: int
+    estimated_cost: Usd
+    currency: str
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+class CampaignPage(_Out, frozen=True):
+    data: list[Campaign]
+    has_more: bool
+    next_cursor: str | None
+
+
+# -- wallet -------------------------------------------------------------------------
+
+
+class Hold(_Out, frozen=True):
+    id: str
+    amount: Usd
+    amount_micros: Micros
+    reference: str | None
+    created_at: str
+
+
+class Wallet(_Out, frozen=True):
+    balance: Usd
+    available: Usd
+    held: Usd
+    balance_micros: Micros
+    available_micros: Micros
+    held_micros: Micros
+    currency: str
+    holds: list[Hold]
+
+
+class HoldResolution(_Out, frozen=True):
+    id: str
+    posted_micros: Micros
+    released_micros: Micros
+
+
+class AccountCreated(_Out, frozen=True):
+    account_id: str
+    api_key: str
+
+
+# -- pricing and errors -------------------------------------------------------------
+
+
+class Price(_Out, frozen=True):
+    amount: Usd
+    amount_micros: Micros
+    currency: str
+    unit: str
+
+
+class PricedEndpoint(_Out, frozen=True):
+    method: str
+    path: str
+    free: bool
+    price: Price | None
+    display: str
+
+
+class PriceList(_Out, frozen=True):
+    data: list[PricedEndpoint]
+
+
+class ErrorBody(_Out, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(_Out, frozen=True):
+    error: ErrorBody

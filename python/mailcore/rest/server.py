@@ -1,0 +1,40 @@
+"""Serving the API with hypercorn's Trio worker."""
+
+from __future__ import annotations
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from ..config import Settings
+from ..facade import Mailcore
+from .app import create_app
+
+
+def hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.keep_alive_timeout = 75
+    return config
+
+
+async def serve(
+    mc: Mailcore,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API for an open Mailcore until cancelled; reports the bound URLs."""
+    config = hypercorn_config(
+        host if host is not None else mc.settings.host,
+        port if port is not None else mc.settings.port,
+    )
+    await hypercorn_serve(create_app(mc), config, task_status=task_status)  # type: ignore[arg-type]
+
+
+async def run(settings: Settings) -> None:
+    async with Mailcore.open(settings) as mc:
+        await serve(mc)

@@ -1,0 +1,93 @@
+"""Migrations, oldest first. A migration is never edited once released; add a new one."""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: list[str] = [
+    """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE api_keys (
+    key_hash TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    prefix TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE wallets (
+    account_id TEXT PRIMARY KEY REFERENCES accounts (id),
+    balance INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    CHECK (held >= 0),
+    CHECK (balance - held >= 0)
+);
+CREATE TABLE holds (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    status TEXT NOT NULL CHECK (status IN ('open', 'settled')),
+    posted INTEGER CHECK (posted IS NULL OR (posted >= 0 AND posted <= amount)),
+    reference TEXT,
+    created_at TEXT NOT NULL,
+    resolved_at TEXT
+);
+CREATE INDEX holds_account_status ON holds (account_id, status);
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    kind TEXT NOT NULL CHECK (kind IN ('credit', 'debit', 'hold', 'post', 'release')),
+    amount INTEGER NOT NULL,
+    hold_id TEXT,
+    memo TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX ledger_account ON ledger (account_id, seq);
+CREATE TRIGGER ledger_append_only_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER ledger_append_only_delete BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TABLE contacts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    email TEXT NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    tags TEXT NOT NULL,
+    custom_fields TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    UNIQUE (account_id, email)
+);
+CREATE INDEX contacts_account_seq ON contacts (account_id, seq);
+CREATE INDEX contacts_account_rev ON contacts (account_id, rev);
+CREATE TABLE contact_revisions (
+    account_id TEXT PRIMARY KEY REFERENCES accounts (id),
+    rev INTEGER NOT NULL
+);
+CREATE TABLE contact_deletions (
+    account_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    rev INTEGER NOT NULL
+);
+CREATE INDEX contact_deletions_account_rev ON contact_deletions (account_id, rev);
+CREATE TABLE campaigns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    status TEXT NOT NULL,
+    definition BLOB NOT NULL,
+    audience_count INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX campaigns_account_seq ON campaigns (account_id, seq)
+""",
+]

@@ -1,0 +1,723 @@
+"""The embedded default store: stdlib sqlite3 in WAL mode.
+
+One writer connection serialised by a limiter of one (SQLite allows one writer at a
+time anyway; queueing in Python avoids busy-waiting in SQLite) and one reader
+connection, both driven from worker threads so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from ..errors import (
+    DuplicateContact,
+    HoldAlreadyResolved,
+    InsufficientFunds,
+    InvalidState,
+    NotFound,
+    ValidationError,
+)
+from .base import (
+    AccountRow,
+    CampaignRow,
+    ContactChanges,
+    ContactFilter,
+    ContactRow,
+    HoldRow,
+    Store,
+    UpsertOutcome,
+    WalletRow,
+)
+from .schema import SQLITE_MIGRATIONS
+
+T = TypeVar("T")
+
+_encode = msgspec.json.Encoder().encode
+_decode_tags = msgspec.json.Decoder(list[str]).decode
+_decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+
+_CONTACT_COLUMNS = (
+    "seq, id, account_id, email, first_name, last_name, tags, custom_fields, status, "
+    "created_at, updated_at"
+)
+_HOLD_COLUMNS = "id, account_id, amount, status, posted, reference, created_at, resolved_at"
+_CAMPAIGN_COLUMNS = (
+    "seq, id, account_id, status, definition, audience_count, created_at, updated_at, sent_at"
+)
+# SQLite's limit on host parameters is 32766 from 3.32; stay well below it.
+_IN_CHUNK = 500
+
+
+def _contact(r: sqlite3.Row | tuple[Any, ...]) -> ContactRow:
+    return ContactRow(
+        seq=r[0],
+        id=r[1],
+        account_id=r[2],
+        email=r[3],
+        first_name=r[4],
+        last_name=r[5],
+        tags=_decode_tags(r[6]),
+        custom_fields=_decode_fields(r[7]),
+        status=r[8],
+        created_at=r[9],
+        updated_at=r[10],
+    )
+
+
+def _campaign(r: tuple[Any, ...]) -> CampaignRow:
+    return CampaignRow(
+        seq=r[0],
+        id=r[1],
+        account_id=r[2],
+        status=r[3],
+        definition=r[4],
+        audience_count=r[5],
+        created_at=r[6],
+        updated_at=r[7],
+        sent_at=r[8],
+    )
+
+
+def _hold(r: tuple[Any, ...]) -> HoldRow:
+    return HoldRow(
+        id=r[0],
+        account_id=r[1],
+        amount=r[2],
+        status=r[3],
+        posted=r[4],
+        reference=r[5],
+        created_at=r[6],
+        resolved_at=r[7],
+    )
+
+
+def _contact_params(row: ContactRow, rev: int) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.account_id,
+        row.email,
+        row.first_name,
+        row.last_name,
+        _encode(row.tags),
+        _encode(row.custom_fields),
+        row.status,
+        row.created_at,
+        row.updated_at,
+        rev,
+    )
+
+
+def _bump_revision(conn: sqlite3.Connection, account_id: str, n: int) -> int:
+    """Reserve ``n`` revisions for an account; returns the first. Runs in the writer's
+    transaction, so revisions commit in order."""
+    cur = conn.execute(
+        "INSERT INTO contact_revisions (account_id, rev) VALUES (?, ?) "
+        "ON CONFLICT (account_id) DO UPDATE SET rev = rev + excluded.rev RETURNING rev",
+        (account_id, n),
+    )
+    last: int = cur.fetchone()[0]
+    return last - n + 1
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(1)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    async def open(self) -> None:
+        def setup() -> None:
+            writer = self._connect()
+            self._migrate(writer)
+            self._writer = writer
+            self._reader = writer if self.path == ":memory:" else self._connect()
+
+        await anyio.to_thread.run_sync(setup, limiter=self._write_limiter)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        def shutdown() -> None:
+            for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
+                conn.close()
+            self._reader = self._writer = None
+
+        await anyio.to_thread.run_sync(shutdown, limiter=self._write_limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction on the writer connection."""
+
+        def run() -> T:
+            conn = self._writer
+            assert conn is not None, "store is not open"
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await anyio.to_thread.run_sync(run, limiter=self._write_limiter)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._reader
+            assert conn is not None, "store is not open"
+            return fn(conn)
+
+        limiter = self._write_limiter if self._reader is self._writer else self._read_limiter
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+    # -- meta ----------------------------------------------------------------------
+
+    async def get_or_set_meta(self, key: str, default: str) -> str:
+        def tx(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, default))
+            value: str = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+            return value
+
+        return await self._write(tx)
+
+    # -- accounts ------------------------------------------------------------------
+
+    async def create_account(self, account: AccountRow, key_hash: str, key_prefix: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
+                (account.id, account.name, account.created_at),
+            )
+            conn.execute("INSERT INTO wallets (account_id) VALUES (?)", (account.id,))
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, account_id, prefix, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key_hash, account.id, key_prefix, account.created_at),
+            )
+
+        await self._write(tx)
+
+    async def add_api_key(self, account_id: str, key_hash: str, key_prefix: str, now: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            if (
+                conn.execute("SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"no account {account_id}")
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, account_id, prefix, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key_hash, account_id, key_prefix, now),
+            )
+
+        await self._write(tx)
+
+    async def account_for_key(self, key_hash: str) -> str | None:
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT account_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(q)
+
+    async def get_account(self, account_id: str) -> AccountRow | None:
+        def q(conn: sqlite3.Connection) -> AccountRow | None:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+            return None if row is None else AccountRow(id=row[0], name=row[1], created_at=row[2])
+
+        return await self._read(q)
+
+    # -- wallet --------------------------------------------------------------------
+
+    async def credit(self, account_id: str, micros: int, memo: str | None, now: str) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE wallets SET balance = balance + ? "
+                "WHERE account_id = ? AND balance - held + ? >= 0 RETURNING balance",
+                (micros, account_id, micros),
+            ).fetchone()
+            if row is None:
+                if conn.execute(
+                    "SELECT 1 FROM wallets WHERE account_id = ?", (account_id,)
+                ).fetchone():
+                    raise InsufficientFunds("the available balance is smaller than the debit")
+                raise NotFound(f"no account {account_id}")
+            conn.execute(
+                "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?)",
+                (account_id, "credit" if micros >= 0 else "debit", micros, memo, now),
+            )
+            balance: int = row[0]
+            return balance
+
+        return await self._write(tx)
+
+    async def wallet(self, account_id: str) -> WalletRow:
+        def q(conn: sqlite3.Connection) -> WalletRow:
+            row = conn.execute(
+                "SELECT balance, held FROM wallets WHERE account_id = ?", (account_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no account {account_id}")
+            holds = conn.execute(
+                f"SELECT {_HOLD_COLUMNS} FROM holds "
+                "WHERE account_id = ? AND status = 'open' ORDER BY seq",
+                (account_id,),
+            ).fetchall()
+            return WalletRow(balance=row[0], held=row[1], holds=[_hold(h) for h in holds])
+
+        return await self._read(q)
+
+    async def place_hold(
+        self, account_id: str, hold_id: str, micros: int, reference: str | None, now: str
+    ) -> HoldRow:
+        def tx(conn: sqlite3.Connection) -> HoldRow:
+            # The guard and the increment are one statement: no read-then-write race.
+            row = conn.execute(
+                "UPDATE wallets SET held = held + ? WHERE account_id = ? AND balance - held >= ? "
+                "RETURNING held",
+                (micros, account_id, micros),
+            ).fetchone()
+            if row is None:
+                if conn.execute(
+                    "SELECT 1 FROM wallets WHERE account_id = ?", (account_id,)
+                ).fetchone():
+                    raise InsufficientFunds(
+                        "the wallet's available balance does not cover the hold",
+                        required_micros=micros,
+                    )
+                raise NotFound(f"no account {account_id}")
+            conn.execute(
+                "INSERT INTO holds (id, account_id, amount, status, reference, created_at) "
+                "VALUES (?, ?, ?, 'open', ?, ?)",
+                (hold_id, account_id, micros, reference, now),
+            )
+            conn.execute(
+                "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
+                "VALUES (?, 'hold', ?, ?, ?, ?)",
+                (account_id, micros, hold_id, reference, now),
+            )
+            return HoldRow(
+                id=hold_id,
+                account_id=account_id,
+                amount=micros,
+                status="open",
+                posted=None,
+                reference=reference,
+                created_at=now,
+                resolved_at=None,
+            )
+
+        return await self._write(tx)
+
+    async def settle_hold(
+        self, account_id: str, hold_id: str, post_micros: int, now: str
+    ) -> HoldRow:
+        def tx(conn: sqlite3.Connection) -> HoldRow:
+            row = conn.execute(
+                "UPDATE holds SET status = 'settled', posted = ?, resolved_at = ? "
+                "WHERE id = ? AND account_id = ? AND status = 'open' AND amount >= ? "
+                f"RETURNING {_HOLD_COLUMNS}",
+                (post_micros, now, hold_id, account_id, post_micros),
+            ).fetchone()
+            if row is None:
+                existing = conn.execute(
+                    "SELECT status, amount FROM holds WHERE id = ? AND account_id = ?",
+                    (hold_id, account_id),
+                ).fetchone()
+                if existing is None:
+                    raise NotFound(f"no hold {hold_id}")
+                if existing[0] != "open":
+                    raise HoldAlreadyResolved(f"hold {hold_id} is already settled")
+                raise InvalidState(
+                    f"cannot post {post_micros} micros of a hold of {existing[1]}", hold_id=hold_id
+                )
+            hold = _hold(row)
+            conn.execute(
+                "UPDATE wallets SET balance = balance - ?, held = held - ? WHERE account_id = ?",
+                (post_micros, hold.amount, account_id),
+            )
+            conn.executemany(
+                "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
+                "VALUES (?, ?, ?, ?, NULL, ?)",
+                [
+                    (account_id, "post", -post_micros, hold_id, now),
+                    (account_id, "release", hold.amount - post_micros, hold_id, now),
+                ],
+            )
+            return hold
+
+        return await self._write(tx)
+
+    async def ledger(self, account_id: str) -> list[tuple[str, int, str | None]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, int, str | None]]:
+            rows = conn.execute(
+                "SELECT kind, amount, hold_id FROM ledger WHERE account_id = ? ORDER BY seq",
+                (account_id,),
+            ).fetchall()
+            return [(r[0], r[1], r[2]) for r in rows]
+
+        return await self._read(q)
+
+    # -- contacts ------------------------------------------------------------------
+
+    _INSERT_CONTACT = (
+        "INSERT INTO contacts (id, account_id, email, first_name, last_name, tags, custom_fields, "
+        "status, created_at, updated_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    _UPDATE_CONTACT = (
+        "UPDATE contacts SET email = ?, first_name = ?, last_name = ?, tags = ?, "
+        "custom_fields = ?, status = ?, updated_at = ?, rev = ? WHERE account_id = ? AND seq = ?"
+    )
+
+    @staticmethod
+    def _existing_email(conn: sqlite3.Connection, account_id: str, email: str) -> str | None:
+        row = conn.execute(
+            "SELECT id FROM contacts WHERE account_id = ? AND email = ?", (account_id, email)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    async def insert_contact(self, row: ContactRow) -> ContactRow:
+        def tx(conn: sqlite3.Connection) -> ContactRow:
+            existing = self._existing_email(conn, row.account_id, row.email)
+            if existing is not None:
+                raise DuplicateContact(
+                    f"a contact with email {row.email} exists", existing_id=existing
+                )
+            rev = _bump_revision(conn, row.account_id, 1)
+            cur = conn.execute(self._INSERT_CONTACT, _contact_params(row, rev))
+            assert cur.lastrowid is not None
+            row.seq = cur.lastrowid
+            return row
+
+        return await self._write(tx)
+
+    async def get_contact(self, account_id: str, contact_id: str) -> ContactRow | None:
+        def q(conn: sqlite3.Connection) -> ContactRow | None:
+            r = conn.execute(
+                f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND id = ?",
+                (account_id, contact_id),
+            ).fetchone()
+            return None if r is None else _contact(r)
+
+        return await self._read(q)
+
+    async def list_contacts(
+        self, account_id: str, flt: ContactFilter, after_seq: int, limit: int
+    ) -> list[ContactRow]:
+        clauses = ["c.account_id = ?", "c.seq > ?"]
+        params: list[Any] = [account_id, after_seq]
+        if flt.status is not None:
+            clauses.append("c.status = ?")
+            params.append(flt.status)
+        if flt.email is not None:
+            clauses.append("c.email = ?")
+            params.append(flt.email)
+        if flt.tag is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(c.tags) t WHERE t.value = ?)")
+            params.append(flt.tag)
+        sql = (
+            f"SELECT {_CONTACT_COLUMNS} FROM contacts c WHERE {' AND '.join(clauses)} "
+            "ORDER BY c.seq LIMIT ?"
+        )
+        params.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[ContactRow]:
+            return [_contact(r) for r in conn.execute(sql, params)]
+
+        return await self._read(q)
+
+    async def update_contact(self, row: ContactRow) -> ContactRow:
+        def tx(conn: sqlite3.Connection) -> ContactRow:
+            existing = self._existing_email(conn, row.account_id, row.email)
+            if existing is not None and existing != row.id:
+                raise DuplicateContact(
+                    f"a contact with email {row.email} exists", existing_id=existing
+                )
+            rev = _bump_revision(conn, row.account_id, 1)
+            cur = conn.execute(
+                self._UPDATE_CONTACT,
+                (
+                    row.email,
+                    row.first_name,
+                    row.last_name,
+                    _encode(row.tags),
+                    _encode(row.custom_fields),
+                    row.status,
+                    row.updated_at,
+                    rev,
+                    row.account_id,
+                    row.seq,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise NotFound(f"no contact {row.id}")
+            return row
+
+        return await self._write(tx)
+
+    async def delete_contact(self, account_id: str, contact_id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "DELETE FROM contacts WHERE account_id = ? AND id = ? RETURNING seq",
+                (account_id, contact_id),
+            ).fetchone()
+            if row is None:
+                return False
+            rev = _bump_revision(conn, account_id, 1)
+            conn.execute(
+                "INSERT INTO contact_deletions (account_id, seq, rev) VALUES (?, ?, ?)",
+                (account_id, row[0], rev),
+            )
+            return True
+
+        return await self._write(tx)
+
+    async def upsert_contacts(
+        self,
+        account_id: str,
+        rows: Sequence[ContactRow],
+        merge: Callable[[ContactRow, ContactRow], ContactRow],
+    ) -> UpsertOutcome:
+        def tx(conn: sqlite3.Connection) -> UpsertOutcome:
+            existing: dict[str, ContactRow] = {}
+            emails = list({r.email for r in rows})
+            for i in range(0, len(emails), _IN_CHUNK):
+                chunk = emails[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    f"SELECT {_CONTACT_COLUMNS} FROM contacts "
+                    f"WHERE account_id = ? AND email IN ({marks})",
+                    (account_id, *chunk),
+                ):
+                    found = _contact(r)
+                    existing[found.email] = found
+            # email -> the row to write; insertion order is batch order.
+            created: dict[str, ContactRow] = {}
+            updated: dict[str, ContactRow] = {}
+            rejected: list[tuple[int, Exception]] = []
+            for index, row in enumerate(rows):
+                pending = created.get(row.email) or updated.get(row.email)
+                old = pending or existing.get(row.email)
+                if old is None:
+                    created[row.email] = row
+                    continue
+                try:
+                    merged = merge(old, row)
+                except ValidationError as exc:
+                    rejected.append((index, exc))
+                    continue
+                (created if row.email in created else updated)[row.email] = merged
+            base = _bump_revision(conn, account_id, len(created) + len(updated))
+            conn.executemany(
+                self._INSERT_CONTACT,
+                [_contact_params(r, base + i) for i, r in enumerate(created.values())],
+            )
+            base += len(created)
+            conn.executemany(
+                self._UPDATE_CONTACT,
+                [
+                    (
+                        r.email,
+                        r.first_name,
+                        r.last_name,
+                        _encode(r.tags),
+                        _encode(r.custom_fields),
+                        r.status,
+                        r.updated_at,
+                        base + i,
+                        account_id,
+                        r.seq,
+                    )
+                    for i, r in enumerate(updated.values())
+                ],
+            )
+            return UpsertOutcome(created=len(created), updated=len(updated), rejected=rejected)
+
+        return await self._write(tx)
+
+    async def contact_changes(self, account_id: str, since: int) -> ContactChanges:
+        def q(conn: sqlite3.Connection) -> ContactChanges:
+            row = conn.execute(
+                "SELECT rev FROM contact_revisions WHERE account_id = ?", (account_id,)
+            ).fetchone()
+            revision = 0 if row is None else int(row[0])
+            seqs: list[int] = []
+            statuses: list[str] = []
+            tags: list[list[str]] = []
+            removed: list[int] = []
+            if revision > since:
+                for seq, status, tag_json in conn.execute(
+                    "SELECT seq, status, tags FROM contacts "
+                    "WHERE account_id = ? AND rev > ? AND rev <= ?",
+                    (account_id, since, revision),
+                ):
+                    seqs.append(seq)
+                    statuses.append(status)
+                    tags.append(_decode_tags(tag_json))
+                removed = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT seq FROM contact_deletions "
+                        "WHERE account_id = ? AND rev > ? AND rev <= ?",
+                        (account_id, since, revision),
+                    )
+                ]
+            return ContactChanges(
+                revision=revision, seqs=seqs, statuses=statuses, tags=tags, removed=removed
+            )
+
+        # Read on the writer's limiter: the revision and the rows are one snapshot.
+        return await self._read_snapshot(q)
+
+    async def _read_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._reader
+            assert conn is not None, "store is not open"
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        limiter = self._write_limiter if self._reader is self._writer else self._read_limiter
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+    # -- campaigns -----------------------------------------------------------------
+
+    async def insert_campaign(self, row: CampaignRow) -> CampaignRow:
+        def tx(conn: sqlite3.Connection) -> CampaignRow:
+            cur = conn.execute(
+                "INSERT INTO campaigns (id, account_id, status, definition, audience_count, "
+                "created_at, updated_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.account_id,
+                    row.status,
+                    row.definition,
+                    row.audience_count,
+                    row.created_at,
+                    row.updated_at,
+                    row.sent_at,
+                ),
+            )
+            assert cur.lastrowid is not None
+            row.seq = cur.lastrowid
+            return row
+
+        return await self._write(tx)
+
+    async def get_campaign(self, account_id: str, campaign_id: str) -> CampaignRow | None:
+        def q(conn: sqlite3.Connection) -> CampaignRow | None:
+            r = conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE account_id = ? AND id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+            return None if r is None else _campaign(r)
+
+        return await self._read(q)
+
+    async def list_campaigns(
+        self, account_id: str, after_seq: int, limit: int
+    ) -> list[CampaignRow]:
+        def q(conn: sqlite3.Connection) -> list[CampaignRow]:
+            return [
+                _campaign(r)
+                for r in conn.execute(
+                    f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE account_id = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (account_id, after_seq, limit),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def update_campaign(self, row: CampaignRow, expect_status: str) -> CampaignRow:
+        def tx(conn: sqlite3.Connection) -> CampaignRow:
+            cur = conn.execute(
+                "UPDATE campaigns SET status = ?, definition = ?, audience_count = ?, "
+                "updated_at = ?, sent_at = ? WHERE account_id = ? AND id = ? AND status = ?",
+                (
+                    row.status,
+                    row.definition,
+                    row.audience_count,
+                    row.updated_at,
+                    row.sent_at,
+                    row.account_id,
+                    row.id,
+                    expect_status,
+                ),
+            )
+            if cur.rowcount != 1:
+                self._campaign_state_error(conn, row.account_id, row.id, expect_status)
+            return row
+
+        return await self._write(tx)
+
+    @staticmethod
+    def _campaign_state_error(
+        conn: sqlite3.Connection, account_id: str, campaign_id: str, expect_status: str
+    ) -> None:
+        found = conn.execute(
+            "SELECT status FROM campaigns WHERE account_id = ? AND id = ?",
+            (account_id, campaign_id),
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"no campaign {campaign_id}")
+        raise InvalidState(
+            f"campaign {campaign_id} is {found[0]}, not {expect_status}", status=found[0]
+        )
+
+    async def delete_campaign(self, account_id: str, campaign_id: str, expect_status: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM campaigns WHERE account_id = ? AND id = ? AND status = ?",
+                (account_id, campaign_id, expect_status),
+            )
+            if cur.rowcount != 1:
+                self._campaign_state_error(conn, account_id, campaign_id, expect_status)
+            return True
+
+        return await self._write(tx)
