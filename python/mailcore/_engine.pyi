@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module ``mailcore._engine`` (engine/py)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import final
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "PRICE_PER_EMAIL_MICROS",
     "AudienceIndex",
     "EngineError",
+    "MessageRenderer",
     "MoneyError",
     "Template",
     "TemplateError",
@@ -88,3 +89,38 @@ class AudienceIndex:
     def tags(self) -> list[str]: ...
     def __len__(self) -> int: ...
     def __contains__(self, contact: int, /) -> bool: ...
+
+@final
+class MessageRenderer:
+    """Compiled campaign message: renders one complete RFC 5322 ``multipart/alternative``
+    message (CRLF line endings, quoted-printable parts, not dot-stuffed) per recipient.
+
+    Template errors raise ``TemplateError`` prefixed with the part name (``"subject: ..."``);
+    invalid addresses, extra header names/values (CR/LF) raise ``EngineError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        preheader: str,
+        html: str,
+        text: str | None,
+        from_email: str,
+        from_name: str | None,
+        reply_to: str | None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None: ...
+    def render(
+        self, values: Mapping[str, str], *, message_id: str, unsubscribe_url: str, date: str
+    ) -> bytes:
+        """Render one message; ``values["email"]`` is required (EngineError if missing/empty)."""
+    def render_batch(
+        self,
+        values: Sequence[Mapping[str, str]],
+        *,
+        message_ids: Sequence[str],
+        unsubscribe_urls: Sequence[str],
+        date: str,
+    ) -> list[bytes]:
+        """Render one message per recipient with the GIL released; lengths must match."""

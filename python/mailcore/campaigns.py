@@ -9,8 +9,19 @@ import msgspec
 from . import _engine
 from .errors import InvalidState, NotFound, TemplateInvalid, ValidationError
 from .ids import decode_cursor, encode_cursor, iso, new_id
-from .models import Audience, Campaign, CampaignCreate, CampaignPage, CampaignUpdate, Sender
-from .pricing import CURRENCY, estimated_cost
+from .models import (
+    Audience,
+    Campaign,
+    CampaignCreate,
+    CampaignPage,
+    CampaignStats,
+    CampaignUpdate,
+    SendCost,
+    Sender,
+    SendResult,
+    StatsCost,
+)
+from .pricing import CURRENCY, PRICE_PER_EMAIL_MICROS, estimate_micros, estimated_cost, usd
 from .store import CampaignRow
 from .validation import clean_tags, clean_text, normalize_email
 
@@ -157,3 +168,85 @@ class Campaigns:
     async def delete(self, campaign_id: str) -> None:
         """Delete a draft (409 for a campaign that was sent)."""
         await self._mc.store.delete_campaign(self.account_id, campaign_id, "draft")
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send(self, campaign_id: str) -> SendResult:
+        """Freeze the audience as the plan, hold audience × price on the wallet (402 if it
+        does not cover it) and start sending. 409 unless the campaign is a draft."""
+        row = await self._get_row(campaign_id)
+        if row.status != "draft":
+            raise InvalidState(f"campaign {campaign_id} is {row.status}; only a draft can be sent")
+        definition = _decode_definition(row.definition)
+        members = await self._mc.audiences.members(
+            self.account_id, definition.audience.tags, definition.audience.exclude_tags
+        )
+        if not members:
+            raise ValidationError("the campaign's audience is empty", field="audience")
+        now = iso(self._mc.clock())
+        send = await self._mc.store.start_send(
+            self.account_id, campaign_id, new_id("hold"), PRICE_PER_EMAIL_MICROS, members, now
+        )
+        self._mc.notify_send()
+        return SendResult(
+            id=campaign_id,
+            status="sending",
+            audience_count=send.audience_count,
+            cost=SendCost(
+                estimated=estimated_cost(send.audience_count),
+                currency=CURRENCY,
+                hold_id=send.hold_id,
+            ),
+            sent_at=now,
+        )
+
+    async def cancel(self, campaign_id: str) -> CampaignStats:
+        """Stop a sending campaign: nothing more is sent; what was delivered is charged and
+        the rest of the hold released once the messages in flight are recorded."""
+        await self._get_row(campaign_id)
+        await self._mc.store.cancel_send(self.account_id, campaign_id, iso(self._mc.clock()))
+        self._mc.notify_send()
+        return await self.stats(campaign_id)
+
+    async def stats(self, campaign_id: str) -> CampaignStats:
+        row = await self._get_row(campaign_id)
+        send = await self._mc.store.get_send(self.account_id, campaign_id)
+        if send is None:
+            audience = await self._count(_decode_definition(row.definition))
+            counts: dict[str, int] = {"queued": audience}
+            last_error = None
+        else:
+            audience = send.audience_count
+            counts = await self._mc.store.recipient_counts(campaign_id)
+            last_error = send.last_error
+        delivered = counts.get("delivered", 0)
+        estimated = estimate_micros(audience)
+        actual = (
+            send.charged_micros
+            if send is not None and send.charged_micros is not None
+            else (delivered * PRICE_PER_EMAIL_MICROS)
+        )
+        return CampaignStats(
+            id=campaign_id,
+            status=row.status,  # type: ignore[arg-type]  # the store only holds valid statuses
+            audience_count=audience,
+            delivered=delivered,
+            bounced=counts.get("bounced", 0),
+            deferred=counts.get("deferred", 0),
+            failed=counts.get("failed", 0),
+            suppressed=counts.get("suppressed", 0),
+            cancelled=counts.get("cancelled", 0),
+            pending=counts.get("queued", 0) + counts.get("sending", 0),
+            opened=0,
+            clicked=0,
+            complained=0,
+            unsubscribed=0,
+            cost=StatsCost(
+                estimated=usd(estimated, 2),
+                actual=usd(actual, 2),
+                currency=CURRENCY,
+                estimated_micros=estimated,
+                actual_micros=actual,
+            ),
+            last_error=last_error,
+        )

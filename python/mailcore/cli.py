@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -62,13 +64,38 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,
+    sender: Annotated[bool, typer.Option(help="also run the sender in this process")] = True,
 ) -> None:
-    """Serve the REST API (hypercorn, Trio worker)."""
-    from .rest.server import serve as serve_api
+    """Serve the REST API (hypercorn, Trio worker) and send campaigns; a restart resumes
+    every campaign that was sending."""
+    from .rest.server import run
 
     settings = _settings(config, host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"mailcore serving on http://{settings.host}:{settings.port}")
-    _run(settings, serve_api)
+    try:
+        trio.run(partial(run, settings, sender=sender))
+    except MailcoreError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def sink(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 2525,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    maildir: Annotated[Path | None, typer.Option(help="write each message to this maildir")] = None,
+    reject: Annotated[
+        list[str] | None,
+        typer.Option(help="PATTERN=CODE[ TEXT]: answer matching recipients (e.g. *@b.test=550)"),
+    ] = None,
+) -> None:
+    """A development SMTP server that accepts mail, counts it and can refuse recipients."""
+    from .smtp.sink import sink_command
+
+    sink_command(port, host, maildir, reject or [])
 
 
 @app.command()

@@ -31,12 +31,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_import_bytes: int = 256 * 1_048_576
     # Contacts are written in groups of this many rows per transaction during imports.
     import_batch_size: int = 5_000
+    # Sending: SMTP connections to the relay, recipients leased and rendered per batch
+    # (also the bound on duplicates after a crash), results committed per group.
+    smtp_connections: int = 8
+    send_batch_size: int = 500
+    result_group_size: int = 500
+    # Recipients leased and not yet recorded, at most: what a crash can send twice.
+    max_in_flight: int = 1_000
+    result_flush_seconds: float = 0.2
+    lease_seconds: float = 300.0
+    # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one
+    # the recipient fails.
+    retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
+    # The domain of Message-IDs; empty: the campaign's from-address domain.
+    message_id_domain: str = ""
+    # Idempotency-Key answers are replayed for this long.
+    idempotency_ttl_seconds: int = 86_400
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
             raise ValidationError("port must be between 1 and 65535", field="port")
         if self.max_body_bytes <= 0 or self.max_import_bytes <= 0:
             raise ValidationError("body limits must be positive", field="max_body_bytes")
+        if self.smtp_connections <= 0 or self.send_batch_size <= 0 or self.result_group_size <= 0:
+            raise ValidationError("sending sizes must be positive", field="smtp_connections")
+        if self.max_in_flight < self.send_batch_size:
+            raise ValidationError(
+                "max_in_flight must be at least send_batch_size", field="max_in_flight"
+            )
         if self.import_batch_size <= 0:
             raise ValidationError("import_batch_size must be positive", field="import_batch_size")
 
@@ -62,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             key = f"MAILCORE_{name.upper()}"
             if key in env:
                 values[name] = env[key]
+                if name == "retry_schedule":
+                    values[name] = [part for part in env[key].split(",") if part.strip()]
         values.update(overrides)
         try:
             return msgspec.convert(values, cls, strict=False)

@@ -1,22 +1,28 @@
-"""The main job, end to end on a fresh machine: the API served on loopback, an account
-with credit, generated contacts imported as CSV over HTTP, a personalised campaign created
-with its audience count and cost estimate."""
+"""The main job, end to end on a fresh machine: a local SMTP sink, the API and the sender
+served on loopback, an account with credit, generated contacts imported as CSV over HTTP
+(a few of them bouncing), a personalised campaign created with its cost estimate, sent
+with a live progress bar, then its stats, the cost charged and where the mail landed."""
 
 from __future__ import annotations
 
 import csv
 import io
 import random
+import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import trio
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .config import Settings
 from .facade import Mailcore
 from .rest.server import serve
+from .smtp import Sink
 from .store import sqlite_path
 
 console = Console()
@@ -38,6 +44,7 @@ def generate_csv(n: int, seed: int = 7) -> bytes:
     w = csv.writer(out)
     w.writerow(["email", "firstName", "lastName", "tags", "company", "plan"])
     for i in range(n):
+        domain = "bounce.example.com" if i % 97 == 13 else "example.com"
         tags = [
             t
             for t, p in (("newsletter", 0.8), ("product-updates", 0.5), ("beta", 0.1))
@@ -45,7 +52,7 @@ def generate_csv(n: int, seed: int = 7) -> bytes:
         ]
         w.writerow(
             [
-                f"user{i}@example.com",
+                f"user{i}@{domain}",
                 rng.choice(FIRST),
                 rng.choice(LAST),
                 ";".join(tags),
@@ -67,11 +74,23 @@ def fresh_database(settings: Settings) -> Path:
 
 async def run_demo(settings: Settings, n: int) -> None:
     path = await trio.to_thread.run_sync(fresh_database, settings)
+    maildir = path.parent / "maildir"
+    await trio.to_thread.run_sync(lambda: shutil.rmtree(maildir, ignore_errors=True))
+    sink = Sink(maildir=maildir, rules=[("*@bounce.example.com", 550, "5.1.1 no such user")])
+    async with trio.open_nursery() as outer:
+        smtp_port = await outer.start(sink.serve)
+        settings = msgspec.structs.replace(settings, smtp_url=f"smtp://127.0.0.1:{smtp_port}")
+        await _main_job(settings, n, path, sink)
+        outer.cancel_scope.cancel()
+
+
+async def _main_job(settings: Settings, n: int, path: Path, sink: Sink) -> None:
     async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
+        await nursery.start(mc.run_sender)
         binds = await nursery.start(serve, mc, "127.0.0.1", 0)
         base = binds[0]
         console.rule("[bold]mailcore demo")
-        console.print(f"API serving on {base}")
+        console.print(f"SMTP sink (mailcore sink) on {settings.smtp_url}; API on {base}")
         account = await mc.accounts.create("Acme", credit_micros=10_000_000)
         console.print(f"account {account.account_id} with $10.00 credit (mailcore accounts create)")
         auth = {"Authorization": f"Bearer {account.api_key}"}
@@ -101,13 +120,61 @@ async def run_demo(settings: Settings, n: int) -> None:
             )
             r.raise_for_status()
             campaign = r.json()
+            console.print(
+                f"campaign {campaign['id']}: {campaign['audienceCount']} recipients, "
+                f"estimated cost ${campaign['estimatedCost']:.2f}"
+            )
+            r = await client.post(f"/v1/mail/campaigns/{campaign['id']}/send")
+            r.raise_for_status()
+            sent = r.json()
+            console.print(f"sending: hold {sent['cost']['holdId']} placed on the wallet")
+            stats = await _follow(client, campaign["id"], sent["audienceCount"])
             wallet = (await client.get("/v1/wallet")).json()
-        table = Table(title="campaign (POST /v1/mail/campaigns)")
-        for key in ("id", "name", "status", "audienceCount", "estimatedCost", "createdAt"):
-            table.add_row(key, str(campaign[key]))
+        table = Table(title="campaign stats")
+        table.add_column("")
+        table.add_column("", justify="right")
+        for key in (
+            "status",
+            "audienceCount",
+            "delivered",
+            "bounced",
+            "deferred",
+            "failed",
+            "suppressed",
+            "pending",
+        ):
+            table.add_row(key, str(stats[key]))
         console.print(table)
+        cost = stats["cost"]
         console.print(
-            f"wallet: balance ${wallet['balance']:.2f}, available ${wallet['available']:.2f}"
+            f"charged ${cost['actualMicros'] / 1_000_000:.4f} "
+            f"({stats['delivered']} delivered × $0.0003; "
+            f"estimated ${cost['estimated']:.2f}); wallet balance ${wallet['balance']:.4f}, "
+            f"nothing held: {wallet['holds'] == []}"
         )
-        console.print(f"database: {path}; the API's contract: api/openapi.json")
+        maildir = sink.maildir
+        console.print(
+            f"the sink accepted {sink.messages} messages; read them in {maildir}/new/ "
+            f"(database: {path})"
+        )
         nursery.cancel_scope.cancel()
+
+
+async def _follow(client: httpx.AsyncClient, campaign_id: str, total: int) -> dict[str, Any]:
+    with Progress(
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("send", total=total)
+        with trio.fail_after(600):
+            while True:
+                stats: dict[str, Any] = (
+                    await client.get(f"/v1/mail/campaigns/{campaign_id}/stats")
+                ).json()
+                bar.update(task, completed=total - stats["pending"] - stats["deferred"])
+                if stats["status"] in ("sent", "cancelled"):
+                    return stats
+                await trio.sleep(0.1)

@@ -4,8 +4,11 @@ embedding programs all use."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskStatus
 
 from .accounts import Accounts
 from .audience import AudienceIndexes
@@ -38,6 +41,26 @@ class Mailcore:
         self.clock = clock
         self.audiences = AudienceIndexes(store)
         self.accounts = Accounts(self)
+        self._send_listeners: list[Callable[[], None]] = []
+
+    def add_send_listener(self, listener: Callable[[], None]) -> None:
+        """Called whenever a send starts or is cancelled (the dispatcher wakes up)."""
+        self._send_listeners.append(listener)
+
+    def remove_send_listener(self, listener: Callable[[], None]) -> None:
+        self._send_listeners.remove(listener)
+
+    def notify_send(self) -> None:
+        for listener in self._send_listeners:
+            listener()
+
+    async def run_sender(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Deliver every campaign that is sending, until cancelled (resumes after a crash)."""
+        from .sending import Dispatcher
+
+        await Dispatcher(self).run(task_status=task_status)
 
     @classmethod
     @asynccontextmanager

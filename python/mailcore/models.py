@@ -170,6 +170,49 @@ class Campaign(_Out, frozen=True):
     sent_at: str | None
 
 
+class SendCost(_Out, frozen=True):
+    estimated: Usd
+    currency: str
+    hold_id: str
+
+
+class SendResult(_Out, frozen=True):
+    id: str
+    status: CampaignStatus
+    audience_count: int
+    cost: SendCost
+    sent_at: str
+
+
+class StatsCost(_Out, frozen=True):
+    estimated: Usd
+    actual: Usd
+    currency: str
+    estimated_micros: Micros
+    actual_micros: Micros
+
+
+class CampaignStats(_Out, frozen=True):
+    """Counts of the campaign's recipients by final state; they add up to audienceCount."""
+
+    id: str
+    status: CampaignStatus
+    audience_count: int
+    delivered: int
+    bounced: int
+    deferred: int
+    failed: int
+    suppressed: int
+    cancelled: int
+    pending: int
+    opened: int
+    clicked: int
+    complained: int
+    unsubscribed: int
+    cost: StatsCost
+    last_error: str | None
+
+
 class CampaignPage(_Out, frozen=True):
     data: list[Campaign]
     has_more: bool

@@ -18,6 +18,8 @@ pub enum Error {
     Money(String),
     /// Invalid audience-index input (e.g. mismatched batch lengths).
     Audience(String),
+    /// Invalid message-rendering input (addresses, headers, missing email, batch lengths).
+    Mime(String),
 }
 
 /// `Result` specialised to the engine [`Error`].
@@ -29,7 +31,7 @@ impl fmt::Display for Error {
             Error::Template {
                 message, offset, ..
             } => write!(f, "{message} at offset {offset}"),
-            Error::Money(m) | Error::Audience(m) => f.write_str(m),
+            Error::Money(m) | Error::Audience(m) | Error::Mime(m) => f.write_str(m),
         }
     }
 }
@@ -54,5 +56,6 @@ mod tests {
     fn display_other_variants_are_the_message() {
         assert_eq!(Error::Money("overflow".into()).to_string(), "overflow");
         assert_eq!(Error::Audience("bad".into()).to_string(), "bad");
+        assert_eq!(Error::Mime("no email".into()).to_string(), "no email");
     }
 }

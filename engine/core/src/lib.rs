@@ -3,6 +3,7 @@
 //! * [`money`]: integer micro-dollar arithmetic, formatting and parsing.
 //! * [`template`]: the merge-tag template language (`{{ path | default: "x" }}`).
 //! * [`audience`]: roaring-bitmap audience index (tags × statuses).
+//! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers).
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 
@@ -11,11 +12,16 @@
 
 pub mod audience;
 pub mod error;
+pub mod header;
+pub mod mime;
 pub mod money;
+pub mod qp;
 pub mod template;
+pub mod text;
 
 pub use audience::{AudienceIndex, ContactId, Query, Status};
 pub use error::{Error, Result};
+pub use mime::{MessageRenderer, MessageSpec, Recipient};
 pub use money::{
     checked_decimals, cost_micros, format_micros, parse_usd, MICROS_PER_USD, PRICE_PER_EMAIL_MICROS,
 };

@@ -186,11 +186,45 @@ impl Template {
 
     /// Like [`Template::render`] but appends to `out` (lets batch renderers reuse buffers).
     pub fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool) {
+        self.render_by(out, |field| values.get(field).copied().flatten(), html);
+    }
+
+    /// Like [`Template::render_into`] with values indexed through `index`: the value of
+    /// `fields()[i]` is `values[index[i]]` (lets a caller share one value table between
+    /// several templates).
+    pub fn render_into_indexed(
+        &self,
+        out: &mut String,
+        values: &[Option<&str>],
+        index: &[usize],
+        html: bool,
+    ) {
+        self.render_by(
+            out,
+            |field| {
+                index
+                    .get(field)
+                    .and_then(|&i| values.get(i).copied().flatten())
+            },
+            html,
+        );
+    }
+
+    fn render_by<'v>(
+        &self,
+        out: &mut String,
+        value: impl Fn(usize) -> Option<&'v str>,
+        html: bool,
+    ) {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Field { field, default } => {
-                    if let Some(text) = resolve(values, *field, default.as_deref()) {
+                    let text = match value(*field) {
+                        Some(v) if !v.is_empty() => Some(v),
+                        _ => default.as_deref(),
+                    };
+                    if let Some(text) = text {
                         if html {
                             html_escape_into(out, text);
                         } else {
@@ -505,6 +539,18 @@ mod tests {
         let mut buf = String::from(">");
         t.render_into(&mut buf, &[Some("<"), Some("f")], true);
         assert_eq!(buf, ">&lt;/f");
+    }
+
+    #[test]
+    fn indexed_render_shares_a_value_table() {
+        let t = Template::compile("{{lastName}}/{{email|default:\"d\"}}/{{firstName}}").unwrap();
+        let table = [Some("e"), Some("f"), None, Some("<l>")];
+        let mut out = String::new();
+        t.render_into_indexed(&mut out, &table, &[3, 2, 1], true);
+        assert_eq!(out, "&lt;l&gt;/d/f");
+        out.clear();
+        t.render_into_indexed(&mut out, &table, &[0, 9], false);
+        assert_eq!(out, "e/d/");
     }
 
     #[test]

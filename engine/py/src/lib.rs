@@ -7,10 +7,10 @@
 
 use mailcore_engine as engine;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOverflowError};
+use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 create_exception!(
     mailcore._engine,
@@ -58,7 +58,7 @@ impl From<EngineErr> for PyErr {
                 err
             }),
             engine::Error::Money(_) => MoneyError::new_err(message),
-            engine::Error::Audience(_) => EngineError::new_err(message),
+            engine::Error::Audience(_) | engine::Error::Mime(_) => EngineError::new_err(message),
         }
     }
 }
@@ -278,6 +278,151 @@ impl PyAudienceIndex {
     }
 }
 
+/// Messages rendered per GIL-released call of `render_batch` (a multiple of the core
+/// crate's parallel threshold, so every full window is split across threads).
+const RENDER_WINDOW: usize = 8 * engine::mime::PARALLEL_THRESHOLD;
+
+/// Per-recipient MIME message renderer (multipart/alternative, quoted-printable parts).
+#[pyclass(module = "mailcore._engine", name = "MessageRenderer", frozen)]
+struct PyMessageRenderer {
+    inner: engine::MessageRenderer,
+}
+
+/// Look up `fields` in the mapping `values` (a missing key is `None`; values must be `str`).
+fn extract_values(
+    values: &Bound<'_, PyAny>,
+    fields: &[String],
+    out: &mut Vec<Option<PyBackedStr>>,
+) -> PyResult<()> {
+    if let Ok(dict) = values.cast::<PyDict>() {
+        for path in fields {
+            out.push(match dict.get_item(path)? {
+                Some(v) => Some(v.extract::<PyBackedStr>()?),
+                None => None,
+            });
+        }
+        return Ok(());
+    }
+    for path in fields {
+        out.push(match values.get_item(path) {
+            Ok(v) => Some(v.extract::<PyBackedStr>()?),
+            Err(e) if e.is_instance_of::<PyKeyError>(values.py()) => None,
+            Err(e) => return Err(e),
+        });
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl PyMessageRenderer {
+    #[new]
+    #[pyo3(signature = (
+        *, subject, preheader, html, text, from_email, from_name, reply_to, headers = Vec::new()
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        subject: &str,
+        preheader: &str,
+        html: &str,
+        text: Option<&str>,
+        from_email: &str,
+        from_name: Option<&str>,
+        reply_to: Option<&str>,
+        headers: Vec<(PyBackedStr, PyBackedStr)>,
+    ) -> EngineResult<Self> {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (&**n, &**v)).collect();
+        let spec = engine::MessageSpec {
+            subject,
+            preheader,
+            html,
+            text,
+            from_email,
+            from_name,
+            reply_to,
+            headers: &headers,
+        };
+        Ok(PyMessageRenderer {
+            inner: engine::MessageRenderer::new(&spec)?,
+        })
+    }
+
+    /// Render one complete RFC 5322 message (CRLF line endings, not dot-stuffed).
+    #[pyo3(signature = (values, *, message_id, unsubscribe_url, date))]
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyAny>,
+        message_id: &str,
+        unsubscribe_url: &str,
+        date: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let fields = self.inner.fields();
+        let mut owned = Vec::with_capacity(fields.len());
+        extract_values(values, fields, &mut owned)?;
+        let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
+        let recipient = engine::Recipient {
+            values: &borrowed,
+            message_id,
+            unsubscribe_url,
+        };
+        let inner = &self.inner;
+        let message = without_gil(py, || inner.render(&recipient, date)).map_err(EngineErr)?;
+        Ok(PyBytes::new(py, &message))
+    }
+
+    /// Render one message per recipient; inputs are converted under the GIL, rendering runs
+    /// with the GIL released (large batches use every core).
+    #[pyo3(signature = (values, *, message_ids, unsubscribe_urls, date))]
+    fn render_batch<'py>(
+        &self,
+        py: Python<'py>,
+        values: Vec<Bound<'py, PyAny>>,
+        message_ids: Vec<PyBackedStr>,
+        unsubscribe_urls: Vec<PyBackedStr>,
+        date: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let n = values.len();
+        if message_ids.len() != n || unsubscribe_urls.len() != n {
+            return Err(EngineErr(engine::Error::Mime(format!(
+                "batch length mismatch: {n} values, {} message_ids, {} unsubscribe_urls",
+                message_ids.len(),
+                unsubscribe_urls.len()
+            )))
+            .into());
+        }
+        let fields = self.inner.fields();
+        let k = fields.len();
+        let mut owned = Vec::with_capacity(n * k);
+        for mapping in &values {
+            extract_values(mapping, fields, &mut owned)?;
+        }
+        let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
+        let recipients: Vec<engine::Recipient<'_>> = (0..n)
+            .map(|i| engine::Recipient {
+                values: &borrowed[i * k..(i + 1) * k],
+                message_id: &message_ids[i],
+                unsubscribe_url: &unsubscribe_urls[i],
+            })
+            .collect();
+        let inner = &self.inner;
+        let list = PyList::empty(py);
+        // Windows of RENDER_WINDOW messages bound the Rust-side buffers (they are copied into
+        // `bytes` and freed window by window) while each window still uses every core.
+        for window in recipients.chunks(RENDER_WINDOW) {
+            let messages =
+                without_gil(py, || inner.render_batch(window, date)).map_err(EngineErr)?;
+            for message in messages {
+                list.append(PyBytes::new(py, &message))?;
+            }
+        }
+        Ok(list)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<MessageRenderer fields={:?}>", self.inner.fields())
+    }
+}
+
 /// The `mailcore._engine` extension module.
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -297,5 +442,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_usd, m)?)?;
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
+    m.add_class::<PyMessageRenderer>()?;
     Ok(())
 }

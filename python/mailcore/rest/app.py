@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,9 +23,11 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
+    ValidationError,
 )
 from ..facade import Mailcore
 from .errors import error_response, from_decode_error
+from .links import ROUTES as LINK_ROUTES
 from .routes import ENDPOINTS, JSON, Call, Endpoint, decoder
 
 _encode = msgspec.json.Encoder().encode
@@ -85,11 +90,13 @@ def _make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
                         body = decoder(endpoint.body).decode(raw)
                     except msgspec.DecodeError as exc:
                         raise from_decode_error(exc) from None
-            status, result = await endpoint.handler(
-                Call(
-                    request=request, mc=mc, scope=scope, body=body, raw_body=raw, content_type=media
-                )
+            call = Call(
+                request=request, mc=mc, scope=scope, body=body, raw_body=raw, content_type=media
             )
+            key = request.headers.get("idempotency-key")
+            if key is not None and scope is not None and endpoint.method == "POST":
+                return await _idempotent(endpoint, call, scope.account_id, key, raw)
+            status, result = await endpoint.handler(call)
         except MailcoreError as exc:
             headers = {}
             if exc.status == 401:
@@ -98,12 +105,52 @@ def _make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
                 # The rest of the body was not read: the connection cannot carry another request.
                 headers["Connection"] = "close"
             return error_response(exc, headers)
-        headers = {}
-        if endpoint.price is not None:
-            headers["X-Price"] = f"{endpoint.price.amount_micros} micros/{endpoint.price.unit}"
-        return Response(_encode(result), status_code=status, media_type=JSON, headers=headers)
+        return Response(
+            _encode(result), status_code=status, media_type=JSON, headers=_price_headers(endpoint)
+        )
 
     return handle
+
+
+async def _idempotent(
+    endpoint: Endpoint, call: Call, account_id: str, key: str, raw: bytes
+) -> Response:
+    """Run a POST at most once per ``Idempotency-Key``: a retry gets the first answer; the
+    same key with another request is 422. Only successes are kept, so a retry after an
+    error (e.g. 402 before funds were added) runs again."""
+    if not 1 <= len(key) <= 255:
+        raise ValidationError(
+            "Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key"
+        )
+    store = call.mc.store
+    fingerprint = hashlib.sha256(
+        f"{endpoint.method} {call.request.url.path}\n".encode() + raw
+    ).hexdigest()
+    replay = await store.idempotency_begin(
+        account_id, key, fingerprint, time.time(), call.mc.settings.idempotency_ttl_seconds
+    )
+    if replay is not None:
+        return Response(
+            replay.body,
+            status_code=replay.status,
+            media_type=JSON,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        status, result = await endpoint.handler(call)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await store.idempotency_abandon(account_id, key)
+        raise
+    body = _encode(result)
+    await store.idempotency_finish(account_id, key, status, body)
+    return Response(body, status_code=status, media_type=JSON, headers=_price_headers(endpoint))
+
+
+def _price_headers(endpoint: Endpoint) -> dict[str, str]:
+    if endpoint.price is None:
+        return {}
+    return {"X-Price": f"{endpoint.price.amount_micros} micros/{endpoint.price.unit}"}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -142,6 +189,7 @@ def create_app(mc: Mailcore | None = None, settings: Settings | None = None) -> 
         Route(e.path, _make_handler(e), methods=[e.method], name=f"{e.method} {e.path}")
         for e in ENDPOINTS
     ]
+    routes += LINK_ROUTES
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -18,6 +18,7 @@ from ..models import (
     Campaign,
     CampaignCreate,
     CampaignPage,
+    CampaignStats,
     CampaignUpdate,
     Contact,
     ContactCreate,
@@ -28,8 +29,10 @@ from ..models import (
     ImportResult,
     Price,
     PriceList,
+    SendResult,
     Wallet,
 )
+from ..pricing import PER_RECIPIENT
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -160,6 +163,18 @@ async def delete_campaign(call: Call) -> tuple[int, Any]:
     return 200, Deleted(id=campaign_id)
 
 
+async def send_campaign(call: Call) -> tuple[int, Any]:
+    return 200, await _scope(call).campaigns.send(call.request.path_params["id"])
+
+
+async def cancel_campaign(call: Call) -> tuple[int, Any]:
+    return 200, await _scope(call).campaigns.cancel(call.request.path_params["id"])
+
+
+async def campaign_stats(call: Call) -> tuple[int, Any]:
+    return 200, await _scope(call).campaigns.stats(call.request.path_params["id"])
+
+
 # -- wallet and pricing -------------------------------------------------------------
 
 
@@ -248,6 +263,28 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "DELETE", "/v1/mail/campaigns/{id}", delete_campaign, "Delete a draft campaign", Deleted
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/campaigns/{id}/send",
+        send_campaign,
+        "Send a draft campaign to its audience",
+        SendResult,
+        price=PER_RECIPIENT,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/campaigns/{id}/cancel",
+        cancel_campaign,
+        "Stop a sending campaign; delivered emails are charged, the rest released",
+        CampaignStats,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/mail/campaigns/{id}/stats",
+        campaign_stats,
+        "Delivery counts and cost of a campaign",
+        CampaignStats,
     ),
     Endpoint("GET", "/v1/wallet", get_wallet, "The wallet: balance, available, open holds", Wallet),
     Endpoint(

@@ -35,6 +35,10 @@ async def serve(
     await hypercorn_serve(create_app(mc), config, task_status=task_status)  # type: ignore[arg-type]
 
 
-async def run(settings: Settings) -> None:
-    async with Mailcore.open(settings) as mc:
-        await serve(mc)
+async def run(settings: Settings, *, sender: bool = True) -> None:
+    """``mailcore serve``: the API and the sender in one process. The sender resumes every
+    campaign that was sending when the last process stopped."""
+    async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
+        if sender:
+            await nursery.start(mc.run_sender)
+        await nursery.start(serve, mc)

@@ -95,6 +95,48 @@ class WalletRow(Record, frozen=True):
     holds: list[HoldRow]
 
 
+# -- sending ----------------------------------------------------------------------
+
+
+class SendRow(Record, frozen=True):
+    campaign_id: str
+    account_id: str
+    hold_id: str
+    audience_count: int
+    price_micros: int
+    status: str  # sending | cancelling | sent | cancelled
+    last_error: str | None
+    started_at: str
+    completed_at: str | None
+    charged_micros: int | None
+
+
+class RecipientWork(Record, frozen=True):
+    """A claimed recipient with the contact's current fields (None status: deleted)."""
+
+    contact_seq: int
+    attempts: int
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    custom_fields: dict[str, Any]
+    contact_status: str | None
+
+
+class RecipientResult(Record, frozen=True):
+    campaign_id: str
+    contact_seq: int
+    state: str  # delivered | deferred | bounced | failed | suppressed | queued (requeue)
+    reply: str | None = None
+    next_attempt_at: float | None = None
+    attempted: bool = True  # False: handed back untried (relay down); no attempt counted
+
+
+class IdempotentReplay(Record, frozen=True):
+    status: int
+    body: bytes
+
+
 class Store(abc.ABC):
     """One interface for the embedded SQLite store and (later) PostgreSQL."""
 
@@ -180,6 +222,11 @@ class Store(abc.ABC):
         merge that raises ValidationError rejects that row only. One transaction."""
 
     @abc.abstractmethod
+    async def unsubscribe_contact(self, contact_seq: int, now: str) -> bool:
+        """A subscribed contact becomes unsubscribed (from a signed link: no account in
+        hand, the contact's number is the key). True if it changed."""
+
+    @abc.abstractmethod
     async def contact_changes(self, account_id: str, since: int) -> ContactChanges: ...
 
     # -- campaigns -----------------------------------------------------------------
@@ -203,3 +250,80 @@ class Store(abc.ABC):
     async def delete_campaign(
         self, account_id: str, campaign_id: str, expect_status: str
     ) -> bool: ...
+
+    # -- sending -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def start_send(
+        self,
+        account_id: str,
+        campaign_id: str,
+        hold_id: str,
+        price_micros: int,
+        contact_seqs: Sequence[int],
+        now: str,
+    ) -> SendRow:
+        """One transaction: the draft becomes ``sending`` (else InvalidState), a hold of
+        len(contact_seqs) × price is placed (else InsufficientFunds, and nothing changes),
+        and the plan (one queued recipient per contact) is written."""
+
+    @abc.abstractmethod
+    async def get_send(self, account_id: str, campaign_id: str) -> SendRow | None: ...
+
+    @abc.abstractmethod
+    async def active_sends(self) -> list[SendRow]:
+        """Sends of every account that are ``sending`` or ``cancelling`` (the sender's view)."""
+
+    @abc.abstractmethod
+    async def claim_recipients(
+        self, campaign_id: str, limit: int, now: float, lease_until: float
+    ) -> list[RecipientWork]:
+        """Lease up to ``limit`` recipients that are queued, deferred and due, or leased
+        with an expired lease; they become ``sending`` until ``lease_until``."""
+
+    @abc.abstractmethod
+    async def record_results(self, results: Sequence[RecipientResult], now: str) -> None:
+        """Write a group of per-recipient outcomes in one transaction. Only rows still
+        ``sending`` change, so a late result never overwrites a cancel."""
+
+    @abc.abstractmethod
+    async def release_all_leases(self) -> int:
+        """At start-up of the only node: every ``sending`` recipient back to ``queued``."""
+
+    @abc.abstractmethod
+    async def set_send_error(self, campaign_id: str, error: str | None) -> None: ...
+
+    @abc.abstractmethod
+    async def recipient_counts(self, campaign_id: str) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    async def next_attempt_at(self, campaign_id: str) -> float | None:
+        """The earliest time a deferred recipient of the campaign is due, if any."""
+
+    @abc.abstractmethod
+    async def finish_send_if_done(self, campaign_id: str, now: str) -> SendRow | None:
+        """If no recipient is queued, sending or deferred: post the hold for delivered ×
+        price, release the rest, mark the campaign sent (or cancelled). Exactly once:
+        returns the finished send the one time it happens, else None."""
+
+    @abc.abstractmethod
+    async def cancel_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        """Queued and deferred recipients become ``cancelled``; the send ``cancelling``
+        until what is in flight is recorded. InvalidState unless it is sending."""
+
+    # -- idempotency keys ----------------------------------------------------------
+    @abc.abstractmethod
+    async def idempotency_begin(
+        self, account_id: str, key: str, fingerprint: str, now: float, ttl: float
+    ) -> IdempotentReplay | None:
+        """Claim ``key`` for a request, or return the stored answer of the first request
+        with it. IdempotencyKeyReused if the key came with another request; Conflict if the
+        first request is still running. Keys older than ``ttl`` seconds are forgotten."""
+
+    @abc.abstractmethod
+    async def idempotency_finish(
+        self, account_id: str, key: str, status: int, body: bytes
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def idempotency_abandon(self, account_id: str, key: str) -> None:
+        """Forget a key whose request failed, so a retry runs again."""

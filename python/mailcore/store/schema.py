@@ -91,3 +91,44 @@ CREATE TABLE campaigns (
 CREATE INDEX campaigns_account_seq ON campaigns (account_id, seq)
 """,
 ]
+
+SQLITE_MIGRATIONS.append(
+    """
+CREATE TABLE sends (
+    campaign_id TEXT PRIMARY KEY REFERENCES campaigns (id),
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    hold_id TEXT NOT NULL REFERENCES holds (id),
+    audience_count INTEGER NOT NULL,
+    price_micros INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('sending', 'cancelling', 'sent', 'cancelled')),
+    last_error TEXT,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    charged_micros INTEGER
+);
+CREATE INDEX sends_status ON sends (status);
+CREATE TABLE recipients (
+    campaign_id TEXT NOT NULL,
+    contact_seq INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'delivered', 'deferred', 'bounced',
+                                         'failed', 'suppressed', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL,
+    next_attempt_at REAL,
+    reply TEXT,
+    updated_at TEXT,
+    PRIMARY KEY (campaign_id, contact_seq)
+) WITHOUT ROWID;
+CREATE INDEX recipients_state ON recipients (campaign_id, state, next_attempt_at);
+CREATE TABLE idempotency_keys (
+    account_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER,
+    response BLOB,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (account_id, key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)
+"""
+)

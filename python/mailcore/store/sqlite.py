@@ -17,8 +17,10 @@ import anyio.to_thread
 import msgspec
 
 from ..errors import (
+    Conflict,
     DuplicateContact,
     HoldAlreadyResolved,
+    IdempotencyKeyReused,
     InsufficientFunds,
     InvalidState,
     NotFound,
@@ -31,6 +33,10 @@ from .base import (
     ContactFilter,
     ContactRow,
     HoldRow,
+    IdempotentReplay,
+    RecipientResult,
+    RecipientWork,
+    SendRow,
     Store,
     UpsertOutcome,
     WalletRow,
@@ -111,6 +117,88 @@ def _contact_params(row: ContactRow, rev: int) -> tuple[Any, ...]:
         row.created_at,
         row.updated_at,
         rev,
+    )
+
+
+def _settle(
+    conn: sqlite3.Connection, account_id: str, hold_id: str, post_micros: int, now: str
+) -> HoldRow:
+    """Post part of a hold and release the rest, inside the caller's transaction. The
+    guarded UPDATE makes it happen at most once."""
+    row = conn.execute(
+        "UPDATE holds SET status = 'settled', posted = ?, resolved_at = ? "
+        "WHERE id = ? AND account_id = ? AND status = 'open' AND amount >= ? "
+        f"RETURNING {_HOLD_COLUMNS}",
+        (post_micros, now, hold_id, account_id, post_micros),
+    ).fetchone()
+    if row is None:
+        existing = conn.execute(
+            "SELECT status, amount FROM holds WHERE id = ? AND account_id = ?",
+            (hold_id, account_id),
+        ).fetchone()
+        if existing is None:
+            raise NotFound(f"no hold {hold_id}")
+        if existing[0] != "open":
+            raise HoldAlreadyResolved(f"hold {hold_id} is already settled")
+        raise InvalidState(
+            f"cannot post {post_micros} micros of a hold of {existing[1]}", hold_id=hold_id
+        )
+    hold = _hold(row)
+    conn.execute(
+        "UPDATE wallets SET balance = balance - ?, held = held - ? WHERE account_id = ?",
+        (post_micros, hold.amount, account_id),
+    )
+    conn.executemany(
+        "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
+        "VALUES (?, ?, ?, ?, NULL, ?)",
+        [
+            (account_id, "post", -post_micros, hold_id, now),
+            (account_id, "release", hold.amount - post_micros, hold_id, now),
+        ],
+    )
+    return hold
+
+
+def _place_hold(
+    conn: sqlite3.Connection,
+    account_id: str,
+    hold_id: str,
+    micros: int,
+    reference: str | None,
+    now: str,
+) -> HoldRow:
+    # The guard and the increment are one statement: no read-then-write race.
+    row = conn.execute(
+        "UPDATE wallets SET held = held + ? WHERE account_id = ? AND balance - held >= ? "
+        "RETURNING held",
+        (micros, account_id, micros),
+    ).fetchone()
+    if row is None:
+        if conn.execute("SELECT 1 FROM wallets WHERE account_id = ?", (account_id,)).fetchone():
+            raise InsufficientFunds(
+                "the wallet's available balance does not cover the hold",
+                required_micros=micros,
+            )
+        raise NotFound(f"no account {account_id}")
+    conn.execute(
+        "INSERT INTO holds (id, account_id, amount, status, reference, created_at) "
+        "VALUES (?, ?, ?, 'open', ?, ?)",
+        (hold_id, account_id, micros, reference, now),
+    )
+    conn.execute(
+        "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
+        "VALUES (?, 'hold', ?, ?, ?, ?)",
+        (account_id, micros, hold_id, reference, now),
+    )
+    return HoldRow(
+        id=hold_id,
+        account_id=account_id,
+        amount=micros,
+        status="open",
+        posted=None,
+        reference=reference,
+        created_at=now,
+        resolved_at=None,
     )
 
 
@@ -313,83 +401,14 @@ class SqliteStore(Store):
     async def place_hold(
         self, account_id: str, hold_id: str, micros: int, reference: str | None, now: str
     ) -> HoldRow:
-        def tx(conn: sqlite3.Connection) -> HoldRow:
-            # The guard and the increment are one statement: no read-then-write race.
-            row = conn.execute(
-                "UPDATE wallets SET held = held + ? WHERE account_id = ? AND balance - held >= ? "
-                "RETURNING held",
-                (micros, account_id, micros),
-            ).fetchone()
-            if row is None:
-                if conn.execute(
-                    "SELECT 1 FROM wallets WHERE account_id = ?", (account_id,)
-                ).fetchone():
-                    raise InsufficientFunds(
-                        "the wallet's available balance does not cover the hold",
-                        required_micros=micros,
-                    )
-                raise NotFound(f"no account {account_id}")
-            conn.execute(
-                "INSERT INTO holds (id, account_id, amount, status, reference, created_at) "
-                "VALUES (?, ?, ?, 'open', ?, ?)",
-                (hold_id, account_id, micros, reference, now),
-            )
-            conn.execute(
-                "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
-                "VALUES (?, 'hold', ?, ?, ?, ?)",
-                (account_id, micros, hold_id, reference, now),
-            )
-            return HoldRow(
-                id=hold_id,
-                account_id=account_id,
-                amount=micros,
-                status="open",
-                posted=None,
-                reference=reference,
-                created_at=now,
-                resolved_at=None,
-            )
-
-        return await self._write(tx)
+        return await self._write(
+            lambda conn: _place_hold(conn, account_id, hold_id, micros, reference, now)
+        )
 
     async def settle_hold(
         self, account_id: str, hold_id: str, post_micros: int, now: str
     ) -> HoldRow:
-        def tx(conn: sqlite3.Connection) -> HoldRow:
-            row = conn.execute(
-                "UPDATE holds SET status = 'settled', posted = ?, resolved_at = ? "
-                "WHERE id = ? AND account_id = ? AND status = 'open' AND amount >= ? "
-                f"RETURNING {_HOLD_COLUMNS}",
-                (post_micros, now, hold_id, account_id, post_micros),
-            ).fetchone()
-            if row is None:
-                existing = conn.execute(
-                    "SELECT status, amount FROM holds WHERE id = ? AND account_id = ?",
-                    (hold_id, account_id),
-                ).fetchone()
-                if existing is None:
-                    raise NotFound(f"no hold {hold_id}")
-                if existing[0] != "open":
-                    raise HoldAlreadyResolved(f"hold {hold_id} is already settled")
-                raise InvalidState(
-                    f"cannot post {post_micros} micros of a hold of {existing[1]}", hold_id=hold_id
-                )
-            hold = _hold(row)
-            conn.execute(
-                "UPDATE wallets SET balance = balance - ?, held = held - ? WHERE account_id = ?",
-                (post_micros, hold.amount, account_id),
-            )
-            conn.executemany(
-                "INSERT INTO ledger (account_id, kind, amount, hold_id, memo, created_at) "
-                "VALUES (?, ?, ?, ?, NULL, ?)",
-                [
-                    (account_id, "post", -post_micros, hold_id, now),
-                    (account_id, "release", hold.amount - post_micros, hold_id, now),
-                ],
-            )
-            return hold
-
-        return await self._write(tx)
+        return await self._write(lambda conn: _settle(conn, account_id, hold_id, post_micros, now))
 
     async def ledger(self, account_id: str) -> list[tuple[str, int, str | None]]:
         def q(conn: sqlite3.Connection) -> list[tuple[str, int, str | None]]:
@@ -578,6 +597,24 @@ class SqliteStore(Store):
 
         return await self._write(tx)
 
+    async def unsubscribe_contact(self, contact_seq: int, now: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT account_id FROM contacts WHERE seq = ? AND status = 'subscribed'",
+                (contact_seq,),
+            ).fetchone()
+            if row is None:
+                return False
+            rev = _bump_revision(conn, row[0], 1)
+            conn.execute(
+                "UPDATE contacts SET status = 'unsubscribed', updated_at = ?, rev = ? "
+                "WHERE seq = ?",
+                (now, rev, contact_seq),
+            )
+            return True
+
+        return await self._write(tx)
+
     async def contact_changes(self, account_id: str, since: int) -> ContactChanges:
         def q(conn: sqlite3.Connection) -> ContactChanges:
             row = conn.execute(
@@ -721,3 +758,316 @@ class SqliteStore(Store):
             return True
 
         return await self._write(tx)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def start_send(
+        self,
+        account_id: str,
+        campaign_id: str,
+        hold_id: str,
+        price_micros: int,
+        contact_seqs: Sequence[int],
+        now: str,
+    ) -> SendRow:
+        def tx(conn: sqlite3.Connection) -> SendRow:
+            cur = conn.execute(
+                "UPDATE campaigns SET status = 'sending', audience_count = ?, sent_at = ?, "
+                "updated_at = ? WHERE account_id = ? AND id = ? AND status = 'draft'",
+                (len(contact_seqs), now, now, account_id, campaign_id),
+            )
+            if cur.rowcount != 1:
+                self._campaign_state_error(conn, account_id, campaign_id, "draft")
+            amount = len(contact_seqs) * price_micros
+            _place_hold(conn, account_id, hold_id, amount, campaign_id, now)
+            conn.execute(
+                "INSERT INTO sends (campaign_id, account_id, hold_id, audience_count, "
+                "price_micros, status, started_at) VALUES (?, ?, ?, ?, ?, 'sending', ?)",
+                (campaign_id, account_id, hold_id, len(contact_seqs), price_micros, now),
+            )
+            conn.executemany(
+                "INSERT INTO recipients (campaign_id, contact_seq, state) VALUES (?, ?, 'queued')",
+                ((campaign_id, seq) for seq in contact_seqs),
+            )
+            return SendRow(
+                campaign_id=campaign_id,
+                account_id=account_id,
+                hold_id=hold_id,
+                audience_count=len(contact_seqs),
+                price_micros=price_micros,
+                status="sending",
+                last_error=None,
+                started_at=now,
+                completed_at=None,
+                charged_micros=None,
+            )
+
+        return await self._write(tx)
+
+    _SEND_COLUMNS = (
+        "campaign_id, account_id, hold_id, audience_count, price_micros, status, last_error, "
+        "started_at, completed_at, charged_micros"
+    )
+
+    @staticmethod
+    def _send(r: tuple[Any, ...]) -> SendRow:
+        return SendRow(
+            campaign_id=r[0],
+            account_id=r[1],
+            hold_id=r[2],
+            audience_count=r[3],
+            price_micros=r[4],
+            status=r[5],
+            last_error=r[6],
+            started_at=r[7],
+            completed_at=r[8],
+            charged_micros=r[9],
+        )
+
+    async def get_send(self, account_id: str, campaign_id: str) -> SendRow | None:
+        def q(conn: sqlite3.Connection) -> SendRow | None:
+            r = conn.execute(
+                f"SELECT {self._SEND_COLUMNS} FROM sends WHERE account_id = ? AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+            return None if r is None else self._send(r)
+
+        return await self._read(q)
+
+    async def active_sends(self) -> list[SendRow]:
+        def q(conn: sqlite3.Connection) -> list[SendRow]:
+            return [
+                self._send(r)
+                for r in conn.execute(
+                    f"SELECT {self._SEND_COLUMNS} FROM sends "
+                    "WHERE status IN ('sending', 'cancelling') ORDER BY started_at"
+                )
+            ]
+
+        return await self._read(q)
+
+    async def claim_recipients(
+        self, campaign_id: str, limit: int, now: float, lease_until: float
+    ) -> list[RecipientWork]:
+        def tx(conn: sqlite3.Connection) -> list[RecipientWork]:
+            seqs = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT contact_seq FROM recipients WHERE campaign_id = ? AND ("
+                    "state = 'queued' OR (state = 'deferred' AND next_attempt_at <= ?) "
+                    "OR (state = 'sending' AND lease_until < ?)) ORDER BY contact_seq LIMIT ?",
+                    (campaign_id, now, now, limit),
+                )
+            ]
+            if not seqs:
+                return []
+            conn.executemany(
+                "UPDATE recipients SET state = 'sending', lease_until = ? "
+                "WHERE campaign_id = ? AND contact_seq = ?",
+                ((lease_until, campaign_id, seq) for seq in seqs),
+            )
+            work: list[RecipientWork] = []
+            for i in range(0, len(seqs), _IN_CHUNK):
+                chunk = seqs[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    "SELECT r.contact_seq, r.attempts, c.email, c.first_name, c.last_name, "
+                    "c.custom_fields, c.status FROM recipients r "
+                    "LEFT JOIN contacts c ON c.seq = r.contact_seq "
+                    f"WHERE r.campaign_id = ? AND r.contact_seq IN ({marks})",
+                    (campaign_id, *chunk),
+                ):
+                    work.append(
+                        RecipientWork(
+                            contact_seq=r[0],
+                            attempts=r[1],
+                            email=r[2],
+                            first_name=r[3],
+                            last_name=r[4],
+                            custom_fields=_decode_fields(r[5]) if r[5] is not None else {},
+                            contact_status=r[6],
+                        )
+                    )
+            return work
+
+        return await self._write(tx)
+
+    async def record_results(self, results: Sequence[RecipientResult], now: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE recipients SET state = ?, reply = ?, next_attempt_at = ?, "
+                "attempts = attempts + ?, lease_until = NULL, updated_at = ? "
+                "WHERE campaign_id = ? AND contact_seq = ? AND state = 'sending'",
+                (
+                    (
+                        r.state,
+                        r.reply,
+                        r.next_attempt_at,
+                        1 if r.attempted else 0,
+                        now,
+                        r.campaign_id,
+                        r.contact_seq,
+                    )
+                    for r in results
+                ),
+            )
+
+        await self._write(tx)
+
+    async def release_all_leases(self) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE recipients SET state = 'queued', lease_until = NULL WHERE state = 'sending'"
+            )
+            return cur.rowcount
+
+        return await self._write(tx)
+
+    async def set_send_error(self, campaign_id: str, error: str | None) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sends SET last_error = ? WHERE campaign_id = ? AND last_error IS NOT ?",
+                (error, campaign_id, error),
+            )
+
+        await self._write(tx)
+
+    async def recipient_counts(self, campaign_id: str) -> dict[str, int]:
+        def q(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                state: n
+                for state, n in conn.execute(
+                    "SELECT state, count(*) FROM recipients WHERE campaign_id = ? GROUP BY state",
+                    (campaign_id,),
+                )
+            }
+
+        return await self._read(q)
+
+    async def next_attempt_at(self, campaign_id: str) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            r = conn.execute(
+                "SELECT min(next_attempt_at) FROM recipients "
+                "WHERE campaign_id = ? AND state = 'deferred'",
+                (campaign_id,),
+            ).fetchone()
+            return None if r is None or r[0] is None else float(r[0])
+
+        return await self._read(q)
+
+    async def finish_send_if_done(self, campaign_id: str, now: str) -> SendRow | None:
+        def tx(conn: sqlite3.Connection) -> SendRow | None:
+            r = conn.execute(
+                f"SELECT {self._SEND_COLUMNS} FROM sends WHERE campaign_id = ? "
+                "AND status IN ('sending', 'cancelling')",
+                (campaign_id,),
+            ).fetchone()
+            if r is None:
+                return None
+            send = self._send(r)
+            if send.status == "cancelling":
+                # Handed back after the cancel (e.g. the relay was down): nothing more goes out.
+                conn.execute(
+                    "UPDATE recipients SET state = 'cancelled', updated_at = ? "
+                    "WHERE campaign_id = ? AND state IN ('queued', 'deferred')",
+                    (now, campaign_id),
+                )
+            open_row = conn.execute(
+                "SELECT 1 FROM recipients WHERE campaign_id = ? "
+                "AND state IN ('queued', 'sending', 'deferred') LIMIT 1",
+                (campaign_id,),
+            ).fetchone()
+            if open_row is not None:
+                return None
+            delivered = conn.execute(
+                "SELECT count(*) FROM recipients WHERE campaign_id = ? AND state = 'delivered'",
+                (campaign_id,),
+            ).fetchone()[0]
+            charge = delivered * send.price_micros
+            final = "sent" if send.status == "sending" else "cancelled"
+            _settle(conn, send.account_id, send.hold_id, charge, now)
+            conn.execute(
+                "UPDATE sends SET status = ?, completed_at = ?, charged_micros = ? "
+                "WHERE campaign_id = ?",
+                (final, now, charge, campaign_id),
+            )
+            conn.execute(
+                "UPDATE campaigns SET status = ?, updated_at = ? WHERE id = ?",
+                (final, now, campaign_id),
+            )
+            return msgspec.structs.replace(
+                send, status=final, completed_at=now, charged_micros=charge
+            )
+
+        return await self._write(tx)
+
+    async def cancel_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        def tx(conn: sqlite3.Connection) -> SendRow:
+            r = conn.execute(
+                f"SELECT {self._SEND_COLUMNS} FROM sends WHERE account_id = ? AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+            if r is None:
+                self._campaign_state_error(conn, account_id, campaign_id, "sending")
+            send = self._send(r)
+            if send.status != "sending":
+                raise InvalidState(
+                    f"campaign {campaign_id} is {send.status}, not sending", status=send.status
+                )
+            conn.execute(
+                "UPDATE recipients SET state = 'cancelled', updated_at = ? "
+                "WHERE campaign_id = ? AND state IN ('queued', 'deferred')",
+                (now, campaign_id),
+            )
+            conn.execute(
+                "UPDATE sends SET status = 'cancelling' WHERE campaign_id = ?", (campaign_id,)
+            )
+            return msgspec.structs.replace(send, status="cancelling")
+
+        return await self._write(tx)
+
+    # -- idempotency keys ----------------------------------------------------------
+
+    async def idempotency_begin(
+        self, account_id: str, key: str, fingerprint: str, now: float, ttl: float
+    ) -> IdempotentReplay | None:
+        def tx(conn: sqlite3.Connection) -> IdempotentReplay | None:
+            conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (now - ttl,))
+            r = conn.execute(
+                "SELECT fingerprint, status, response FROM idempotency_keys "
+                "WHERE account_id = ? AND key = ?",
+                (account_id, key),
+            ).fetchone()
+            if r is None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys (account_id, key, fingerprint, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (account_id, key, fingerprint, now),
+                )
+                return None
+            if r[0] != fingerprint:
+                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+            if r[1] is None:
+                raise Conflict("a request with this Idempotency-Key is still in progress")
+            return IdempotentReplay(status=r[1], body=r[2])
+
+        return await self._write(tx)
+
+    async def idempotency_finish(self, account_id: str, key: str, status: int, body: bytes) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ? "
+                "WHERE account_id = ? AND key = ?",
+                (status, body, account_id, key),
+            )
+
+        await self._write(tx)
+
+    async def idempotency_abandon(self, account_id: str, key: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND status IS NULL",
+                (account_id, key),
+            )
+
+        await self._write(tx)

@@ -1,0 +1,859 @@
+//! Per-recipient MIME message rendering (`multipart/alternative`, quoted-printable parts).
+//!
+//! [`MessageRenderer::new`] compiles the subject, preheader, HTML and (optional) text
+//! templates and precomputes every header that does not depend on the recipient. Rendering
+//! writes one complete RFC 5322 message (CRLF line endings, not dot-stuffed) into a single
+//! preallocated buffer:
+//!
+//! ```text
+//! From, To, [Reply-To], Subject, Date, Message-ID, MIME-Version, List-Unsubscribe,
+//! List-Unsubscribe-Post, <extra headers>, Content-Type: multipart/alternative
+//! --=_mc_<hash>  text/plain; charset=utf-8, quoted-printable
+//! --=_mc_<hash>  text/html; charset=utf-8, quoted-printable
+//! --=_mc_<hash>--
+//! ```
+//!
+//! Header safety: every value written into a header is either validated (addresses,
+//! message id, URL, date, extra header names) or sanitised with [`header::sanitize`], so
+//! nothing from a value can start a new header line. The boundary starts with `=_`, which
+//! quoted-printable output can never contain.
+
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result};
+use crate::header::{self, sanitize, trim_wsp, validate_address, validate_field_name};
+use crate::qp;
+use crate::template::Template;
+use crate::text;
+
+/// Batches of at least this many messages are split across threads.
+pub const PARALLEL_THRESHOLD: usize = 256;
+
+/// Maximum length of a message id or unsubscribe URL (keeps header lines < 998 octets).
+const MAX_TOKEN_LEN: usize = 900;
+/// Maximum length of the date header value.
+const MAX_DATE_LEN: usize = 200;
+
+/// Header names the renderer writes itself (extra headers may not repeat them).
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "sender",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "content-type",
+    "content-transfer-encoding",
+];
+
+const PREHEADER_OPEN: &str =
+    "<div style=\"display:none;max-height:0;overflow:hidden;mso-hide:all\" aria-hidden=\"true\">";
+const PREHEADER_CLOSE: &str = "</div>";
+const TEXT_PART_HEADERS: &[u8] =
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
+const HTML_PART_HEADERS: &[u8] =
+    b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
+const BOUNDARY_PREFIX: &[u8] = b"=_mc_";
+const BOUNDARY_LEN: usize = 5 + 32;
+
+/// Positions of the always-present fields in [`MessageRenderer::fields`].
+const EMAIL: usize = 0;
+const FIRST_NAME: usize = 1;
+const LAST_NAME: usize = 2;
+
+/// The fixed (per-campaign) inputs of a [`MessageRenderer`].
+#[derive(Debug, Clone, Copy)]
+pub struct MessageSpec<'a> {
+    /// Subject template (rendered without HTML escaping).
+    pub subject: &'a str,
+    /// Preheader template (rendered with HTML escaping, hidden preview block).
+    pub preheader: &'a str,
+    /// HTML body template.
+    pub html: &'a str,
+    /// Plain-text template; `None` derives the text from the rendered HTML.
+    pub text: Option<&'a str>,
+    /// Sender address.
+    pub from_email: &'a str,
+    /// Sender display name.
+    pub from_name: Option<&'a str>,
+    /// Reply-To address.
+    pub reply_to: Option<&'a str>,
+    /// Extra fixed headers (name, value).
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// One recipient of a render call.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    /// Values positionally matching [`MessageRenderer::fields`] (`None`/empty = missing).
+    pub values: &'a [Option<&'a str>],
+    /// Message id without angle brackets.
+    pub message_id: &'a str,
+    /// Absolute http(s) unsubscribe URL.
+    pub unsubscribe_url: &'a str,
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    template: Template,
+    /// `index[i]`: position in [`MessageRenderer::fields`] of the template's field `i`.
+    index: Vec<usize>,
+}
+
+impl Part {
+    fn compile(name: &str, source: &str, fields: &mut Vec<String>) -> Result<Part> {
+        let template = Template::compile(source).map_err(|e| match e {
+            Error::Template {
+                message,
+                field,
+                offset,
+            } => Error::Template {
+                message: format!("{name}: {message}"),
+                field,
+                offset,
+            },
+            other => other,
+        })?;
+        let index = template
+            .field_paths()
+            .iter()
+            .map(|path| match fields.iter().position(|f| f == path) {
+                Some(i) => i,
+                None => {
+                    fields.push(path.clone());
+                    fields.len() - 1
+                }
+            })
+            .collect();
+        Ok(Part { template, index })
+    }
+
+    fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool) {
+        self.template
+            .render_into_indexed(out, values, &self.index, html);
+    }
+}
+
+/// Compiled campaign message: renders one complete MIME message per recipient.
+#[derive(Debug, Clone)]
+pub struct MessageRenderer {
+    subject: Part,
+    preheader: Part,
+    html: Part,
+    text: Option<Part>,
+    fields: Vec<String>,
+    /// The `From:` field.
+    from_line: Vec<u8>,
+    /// The `Reply-To:` field (empty without a reply-to address).
+    reply_to_line: Vec<u8>,
+    /// `List-Unsubscribe-Post`, extra headers and the start of the `Content-Type` field.
+    tail_block: Vec<u8>,
+    /// Capacity estimate of the recipient-independent part of a message.
+    base_capacity: usize,
+}
+
+/// Reusable per-thread buffers.
+#[derive(Default)]
+struct Scratch {
+    subject: String,
+    preheader: String,
+    html: String,
+    text: String,
+    name: String,
+}
+
+impl MessageRenderer {
+    /// Compile the templates and precompute the fixed headers.
+    pub fn new(spec: &MessageSpec<'_>) -> Result<Self> {
+        let mut fields: Vec<String> = ["email", "firstName", "lastName"]
+            .map(String::from)
+            .to_vec();
+        let subject = Part::compile("subject", spec.subject, &mut fields)?;
+        let preheader = Part::compile("preheader", spec.preheader, &mut fields)?;
+        let html = Part::compile("html", spec.html, &mut fields)?;
+        let text = spec
+            .text
+            .map(|t| Part::compile("text", t, &mut fields))
+            .transpose()?;
+
+        let mut from_line = Vec::with_capacity(128);
+        validate_address("from", spec.from_email)?;
+        let from_name = sanitize(spec.from_name.unwrap_or(""));
+        header::write_address(
+            &mut from_line,
+            "From",
+            trim_wsp(&from_name),
+            spec.from_email,
+        );
+        let mut reply_to_line = Vec::new();
+        if let Some(reply_to) = spec.reply_to {
+            validate_address("reply-to", reply_to)?;
+            reply_to_line.extend_from_slice(b"Reply-To: <");
+            reply_to_line.extend_from_slice(reply_to.as_bytes());
+            reply_to_line.extend_from_slice(b">\r\n");
+        }
+
+        let mut tail_block = Vec::with_capacity(256);
+        tail_block.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        for &(name, value) in spec.headers {
+            validate_field_name(name)?;
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+            {
+                return Err(Error::Mime(format!(
+                    "header {name:?} is set by the renderer and cannot be overridden"
+                )));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(Error::Mime(format!(
+                    "value of header {name:?} contains CR or LF"
+                )));
+            }
+            header::write_unstructured(&mut tail_block, name, trim_wsp(&sanitize(value)));
+        }
+        tail_block.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
+
+        let literals = subject.template.literal_len()
+            + preheader.template.literal_len()
+            + PREHEADER_OPEN.len()
+            + PREHEADER_CLOSE.len();
+        let base_capacity = from_line.len()
+            + reply_to_line.len()
+            + tail_block.len()
+            + TEXT_PART_HEADERS.len()
+            + HTML_PART_HEADERS.len()
+            + 4 * BOUNDARY_LEN
+            + 2 * literals
+            + 256;
+        Ok(MessageRenderer {
+            subject,
+            preheader,
+            html,
+            text,
+            fields,
+            from_line,
+            reply_to_line,
+            tail_block,
+            base_capacity,
+        })
+    }
+
+    /// Field paths a [`Recipient::values`] slice must supply, positionally: `email`,
+    /// `firstName`, `lastName`, then every other path the templates reference.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// Render one message.
+    pub fn render(&self, recipient: &Recipient<'_>, date: &str) -> Result<Vec<u8>> {
+        let date_line = date_line(date)?;
+        self.render_one(recipient, &date_line, &mut Scratch::default())
+    }
+
+    /// Render every recipient (same `date`); batches of at least [`PARALLEL_THRESHOLD`]
+    /// messages are split across the available cores. On error, the error of the first
+    /// failing recipient (in order) is returned.
+    pub fn render_batch(&self, recipients: &[Recipient<'_>], date: &str) -> Result<Vec<Vec<u8>>> {
+        let threads = if recipients.len() >= PARALLEL_THRESHOLD {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            1
+        };
+        self.render_batch_with_threads(recipients, date, threads)
+    }
+
+    /// [`MessageRenderer::render_batch`] with an explicit thread count (≥ 1).
+    pub fn render_batch_with_threads(
+        &self,
+        recipients: &[Recipient<'_>],
+        date: &str,
+        threads: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let date_line = date_line(date)?;
+        let threads = threads.clamp(1, recipients.len().max(1));
+        let render_chunk = |chunk: &[Recipient<'_>]| -> Result<Vec<Vec<u8>>> {
+            let mut scratch = Scratch::default();
+            chunk
+                .iter()
+                .map(|r| self.render_one(r, &date_line, &mut scratch))
+                .collect()
+        };
+        if threads == 1 {
+            return render_chunk(recipients);
+        }
+        let chunk_len = recipients.len().div_ceil(threads);
+        let mut chunks = recipients.chunks(chunk_len);
+        let first = chunks.next().unwrap_or_default();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .map(|chunk| s.spawn(move || render_chunk(chunk)))
+                .collect();
+            let mut out = render_chunk(first)?;
+            out.reserve(recipients.len() - out.len());
+            for handle in handles {
+                match handle.join() {
+                    Ok(part) => out.extend(part?),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn render_one(&self, r: &Recipient<'_>, date_line: &[u8], s: &mut Scratch) -> Result<Vec<u8>> {
+        let values = r.values;
+        let value = |i: usize| values.get(i).copied().flatten().unwrap_or("");
+        let email = value(EMAIL);
+        if email.is_empty() {
+            return Err(Error::Mime(
+                "recipient has no email (values['email'] is missing or empty)".into(),
+            ));
+        }
+        validate_address("recipient", email)?;
+        validate_token("message id", r.message_id, |c| c != '<' && c != '>')?;
+        validate_url(r.unsubscribe_url)?;
+
+        s.subject.clear();
+        s.preheader.clear();
+        s.html.clear();
+        s.text.clear();
+        s.name.clear();
+        self.subject.render_into(&mut s.subject, values, false);
+        self.preheader.render_into(&mut s.preheader, values, true);
+        self.html.render_into(&mut s.html, values, true);
+        match &self.text {
+            Some(part) => part.render_into(&mut s.text, values, false),
+            None => text::html_to_text_into(&mut s.text, &s.html),
+        }
+        if !s.preheader.trim().is_empty() {
+            let at = text::body_open_end(&s.html).unwrap_or(0);
+            let block_len = PREHEADER_OPEN.len() + s.preheader.len() + PREHEADER_CLOSE.len();
+            s.html.reserve(block_len);
+            s.html.insert_str(at, PREHEADER_CLOSE);
+            s.html.insert_str(at, &s.preheader);
+            s.html.insert_str(at, PREHEADER_OPEN);
+        }
+        for part in [value(FIRST_NAME), value(LAST_NAME)] {
+            let part = sanitize(part);
+            let part = trim_wsp(&part);
+            if !part.is_empty() {
+                if !s.name.is_empty() {
+                    s.name.push(' ');
+                }
+                s.name.push_str(part);
+            }
+        }
+        let subject = sanitize(&s.subject);
+        let subject = trim_wsp(&subject);
+
+        let capacity = self.base_capacity
+            + date_line.len()
+            + 2 * (s.name.len() + subject.len())
+            + email.len()
+            + r.message_id.len()
+            + r.unsubscribe_url.len()
+            + qp::estimate_len(s.text.len())
+            + qp::estimate_len(s.html.len());
+        let mut out = Vec::with_capacity(capacity);
+        out.extend_from_slice(&self.from_line);
+        header::write_address(&mut out, "To", &s.name, email);
+        out.extend_from_slice(&self.reply_to_line);
+        header::write_unstructured(&mut out, "Subject", subject);
+        out.extend_from_slice(date_line);
+        out.extend_from_slice(b"Message-ID: <");
+        out.extend_from_slice(r.message_id.as_bytes());
+        out.extend_from_slice(b">\r\nMIME-Version: 1.0\r\nList-Unsubscribe: <");
+        out.extend_from_slice(r.unsubscribe_url.as_bytes());
+        out.extend_from_slice(b">\r\n");
+        out.extend_from_slice(&self.tail_block);
+        let boundary = boundary(r.message_id);
+        out.extend_from_slice(&boundary);
+        out.extend_from_slice(b"\"\r\n\r\n--");
+        out.extend_from_slice(&boundary);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(TEXT_PART_HEADERS);
+        qp::encode_into(&mut out, s.text.as_bytes());
+        out.extend_from_slice(b"\r\n--");
+        out.extend_from_slice(&boundary);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(HTML_PART_HEADERS);
+        qp::encode_into(&mut out, s.html.as_bytes());
+        out.extend_from_slice(b"\r\n--");
+        out.extend_from_slice(&boundary);
+        out.extend_from_slice(b"--\r\n");
+        Ok(out)
+    }
+}
+
+/// `Date: <date>` CRLF, validated: printable ASCII (spaces and tabs allowed), non-empty.
+fn date_line(date: &str) -> Result<Vec<u8>> {
+    let date = trim_wsp(date);
+    let ok = !date.is_empty()
+        && date.len() <= MAX_DATE_LEN
+        && date
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7F).contains(&b));
+    if !ok {
+        return Err(Error::Mime(format!("invalid date {date:?}")));
+    }
+    let mut line = Vec::with_capacity(date.len() + 8);
+    line.extend_from_slice(b"Date: ");
+    line.extend_from_slice(date.as_bytes());
+    line.extend_from_slice(b"\r\n");
+    Ok(line)
+}
+
+/// A header token: non-empty, ≤ [`MAX_TOKEN_LEN`] bytes, no whitespace or control
+/// characters (non-ASCII is allowed, RFC 6532), and every char accepted by `extra`.
+fn validate_token(what: &str, token: &str, extra: impl Fn(char) -> bool) -> Result<()> {
+    let ok = !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token.chars().all(|c| {
+            !c.is_whitespace() && !c.is_control() && !header::is_header_control(c) && extra(c)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Mime(format!("invalid {what} {token:?}")))
+    }
+}
+
+fn validate_url(url: &str) -> Result<()> {
+    validate_token("unsubscribe URL", url, |c| !matches!(c, '<' | '>' | '"'))?;
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(Error::Mime(format!(
+            "invalid unsubscribe URL {url:?}: expected an absolute http(s) URL"
+        )))
+    }
+}
+
+/// `=_mc_` + 32 hex digits of the 128-bit FNV-1a hash of the message id.
+fn boundary(message_id: &str) -> [u8; BOUNDARY_LEN] {
+    const OFFSET: u128 = 0x6C62_272E_07BB_0142_62B8_2175_6295_C58D;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let hash = message_id
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    let mut hex = String::with_capacity(32);
+    let _ = write!(hex, "{hash:032x}");
+    let mut out = [0u8; BOUNDARY_LEN];
+    out[..BOUNDARY_PREFIX.len()].copy_from_slice(BOUNDARY_PREFIX);
+    out[BOUNDARY_PREFIX.len()..].copy_from_slice(hex.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::tests::{assert_lines_ok, decode_unstructured};
+    use crate::qp::tests::decode as qp_decode;
+
+    const DATE: &str = "Tue, 07 Jan 2025 10:00:00 +0000";
+    const HTML: &str = "<html><head><title>x</title></head><body class=\"m\">\
+        <h1>Hi {{ firstName | default: \"there\" }}</h1>\
+        <p>Plan: {{ customFields.plan }}</p>\
+        <p><a href=\"https://acme.com/p?id={{ customFields.plan }}\">Open</a></p></body></html>";
+
+    fn spec<'a>() -> MessageSpec<'a> {
+        MessageSpec {
+            subject: "Hello {{ firstName }}, about {{ customFields.plan }}",
+            preheader: "Preview for {{ email }}",
+            html: HTML,
+            text: None,
+            from_email: "sarah@acme.com",
+            from_name: Some("Sarah at Acme"),
+            reply_to: Some("help@acme.com"),
+            headers: &[("X-Mailcore-Campaign", "cmp_x")],
+        }
+    }
+
+    fn values<'a>(r: &'a MessageRenderer, pairs: &[(&str, &'a str)]) -> Vec<Option<&'a str>> {
+        r.fields()
+            .iter()
+            .map(|f| pairs.iter().find(|(k, _)| k == f).map(|&(_, v)| v))
+            .collect()
+    }
+
+    fn render(r: &MessageRenderer, pairs: &[(&str, &str)], id: &str) -> Result<Vec<u8>> {
+        let vals = values(r, pairs);
+        r.render(
+            &Recipient {
+                values: &vals,
+                message_id: id,
+                unsubscribe_url: "https://acme.com/u/tok",
+            },
+            DATE,
+        )
+    }
+
+    struct Parsed {
+        headers: Vec<(String, Vec<u8>)>,
+        boundary: String,
+        text: String,
+        html: String,
+    }
+
+    /// Parse a rendered message strictly (CRLF only, known structure).
+    fn parse(msg: &[u8]) -> Parsed {
+        let s = std::str::from_utf8(msg).unwrap();
+        assert!(s.ends_with("\r\n"));
+        for line in s[..s.len() - 2].split("\r\n") {
+            assert!(!line.contains(['\r', '\n']), "bare CR/LF in {line:?}");
+            assert!(line.len() <= 998);
+            assert!(!line.starts_with('.'), "{line:?}");
+        }
+        let (head, body) = s.split_once("\r\n\r\n").unwrap();
+        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                let last = headers.last_mut().unwrap();
+                last.1.extend_from_slice(b"\r\n");
+                last.1.extend_from_slice(line.as_bytes());
+            } else {
+                let (name, _) = line.split_once(':').unwrap();
+                headers.push((name.to_owned(), line.as_bytes().to_vec()));
+            }
+        }
+        for (_, field) in &mut headers {
+            field.extend_from_slice(b"\r\n");
+        }
+        let ct = &headers.iter().find(|(n, _)| n == "Content-Type").unwrap().1;
+        let ct = std::str::from_utf8(ct).unwrap();
+        let boundary = ct
+            .split("boundary=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let delim = format!("\r\n--{boundary}");
+        let body = format!("\r\n{body}");
+        let parts: Vec<&str> = body.split(&delim).collect();
+        assert_eq!(parts.len(), 4, "{body}");
+        assert_eq!(parts[0], "");
+        assert_eq!(parts[3], "--\r\n");
+        let part = |p: &str, ctype: &str| {
+            let (h, b) = p.split_once("\r\n\r\n").unwrap();
+            assert_eq!(
+                h,
+                format!("\r\nContent-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable")
+            );
+            String::from_utf8(qp_decode(b.as_bytes())).unwrap()
+        };
+        Parsed {
+            text: part(parts[1], "text/plain"),
+            html: part(parts[2], "text/html"),
+            boundary: boundary.to_owned(),
+            headers,
+        }
+    }
+
+    fn header<'p>(p: &'p Parsed, name: &str) -> &'p str {
+        let field = &p.headers.iter().find(|(n, _)| n == name).unwrap().1;
+        let s = std::str::from_utf8(field).unwrap();
+        s[name.len() + 1..s.len() - 2].trim_start()
+    }
+
+    #[test]
+    fn full_message_layout() {
+        let r = MessageRenderer::new(&spec()).unwrap();
+        assert_eq!(
+            r.fields(),
+            ["email", "firstName", "lastName", "customFields.plan"]
+        );
+        let msg = render(
+            &r,
+            &[
+                ("email", "ann@x.io"),
+                ("firstName", "Ann"),
+                ("lastName", "Lee"),
+                ("customFields.plan", "Pro & Co"),
+            ],
+            "cmp_x.con_y@mail.example",
+        )
+        .unwrap();
+        let p = parse(&msg);
+        let names: Vec<&str> = p.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "From",
+                "To",
+                "Reply-To",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "MIME-Version",
+                "List-Unsubscribe",
+                "List-Unsubscribe-Post",
+                "X-Mailcore-Campaign",
+                "Content-Type"
+            ]
+        );
+        for (_, field) in &p.headers {
+            assert_lines_ok(field);
+        }
+        assert_eq!(header(&p, "From"), "\"Sarah at Acme\" <sarah@acme.com>");
+        assert_eq!(header(&p, "To"), "\"Ann Lee\" <ann@x.io>");
+        assert_eq!(header(&p, "Reply-To"), "<help@acme.com>");
+        assert_eq!(header(&p, "Subject"), "Hello Ann, about Pro & Co");
+        assert_eq!(header(&p, "Date"), DATE);
+        assert_eq!(header(&p, "Message-ID"), "<cmp_x.con_y@mail.example>");
+        assert_eq!(header(&p, "MIME-Version"), "1.0");
+        assert_eq!(header(&p, "List-Unsubscribe"), "<https://acme.com/u/tok>");
+        assert_eq!(
+            header(&p, "List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click"
+        );
+        assert_eq!(header(&p, "X-Mailcore-Campaign"), "cmp_x");
+        assert!(p.boundary.starts_with("=_mc_") && p.boundary.len() == BOUNDARY_LEN);
+        assert_eq!(
+            p.html,
+            HTML.replace("{{ firstName | default: \"there\" }}", "Ann")
+                .replace("{{ customFields.plan }}", "Pro &amp; Co")
+                .replace(
+                    "<body class=\"m\">",
+                    &format!(
+                        "<body class=\"m\">{PREHEADER_OPEN}Preview for ann@x.io{PREHEADER_CLOSE}"
+                    )
+                )
+        );
+        assert_eq!(
+            p.text,
+            "Hi Ann\r\n\r\nPlan: Pro & Co\r\n\r\nOpen (https://acme.com/p?id=Pro & Co)"
+        );
+    }
+
+    #[test]
+    fn optional_parts() {
+        let mut sp = spec();
+        sp.from_name = None;
+        sp.reply_to = None;
+        sp.headers = &[];
+        sp.text = Some("Text for {{ firstName | default: \"you\" }}\n.hidden\nFrom here");
+        sp.preheader = "{{ lastName }}";
+        sp.html = "<p>no body tag</p>";
+        let r = MessageRenderer::new(&sp).unwrap();
+        let p = parse(&render(&r, &[("email", "b@x.io")], "id1").unwrap());
+        assert_eq!(header(&p, "From"), "sarah@acme.com");
+        assert_eq!(header(&p, "To"), "b@x.io");
+        assert!(p.headers.iter().all(|(n, _)| n != "Reply-To"));
+        assert_eq!(p.text, "Text for you\r\n.hidden\r\nFrom here");
+        assert_eq!(p.html, "<p>no body tag</p>");
+        let p = parse(&render(&r, &[("email", "b@x.io"), ("lastName", "<L>")], "id1").unwrap());
+        assert_eq!(
+            p.html,
+            format!("{PREHEADER_OPEN}&lt;L&gt;{PREHEADER_CLOSE}<p>no body tag</p>")
+        );
+        assert_eq!(header(&p, "To"), "\"<L>\" <b@x.io>");
+    }
+
+    #[test]
+    fn header_injection_attempts() {
+        let mut sp = spec();
+        sp.from_name = Some("Evil\r\nBcc: a@b.c");
+        sp.headers = &[("X-A", "v\u{0}x")];
+        let r = MessageRenderer::new(&sp).unwrap();
+        let evil = "x\r\nBcc: victim@x.io\r\n\r\n<h1>body</h1>\n.\r\nFrom y";
+        let msg = render(
+            &r,
+            &[
+                ("email", "a@x.io"),
+                ("firstName", evil),
+                ("lastName", "\u{2028}L\u{85}"),
+                ("customFields.plan", evil),
+            ],
+            "id",
+        )
+        .unwrap();
+        let p = parse(&msg);
+        assert_eq!(p.headers.len(), 11);
+        assert!(p.headers.iter().all(|(n, _)| n != "Bcc"));
+        assert_eq!(header(&p, "From"), "\"Evil  Bcc: a@b.c\" <sarah@acme.com>");
+        assert_eq!(header(&p, "X-A"), "v x");
+        let subject = decode_unstructured(&p.headers[3].1);
+        assert_eq!(
+            subject,
+            format!("Hello {}, about {}", evil, evil)
+                .replace(['\r', '\n'], " ")
+                .trim()
+        );
+        assert!(p.text.contains("x Bcc: victim@x.io <h1>body</h1> . From y"));
+        assert!(p.html.contains("&lt;h1&gt;body&lt;/h1&gt;\r\n.\r\nFrom y"));
+    }
+
+    #[test]
+    fn invalid_inputs() {
+        let r = MessageRenderer::new(&spec()).unwrap();
+        let mime_err = |res: Result<Vec<u8>>| match res {
+            Err(Error::Mime(m)) => m,
+            other => panic!("expected Mime error, got {other:?}"),
+        };
+        assert!(mime_err(render(&r, &[], "id")).contains("no email"));
+        assert!(mime_err(render(&r, &[("email", "")], "id")).contains("no email"));
+        mime_err(render(&r, &[("email", "a@b\r\nBcc: c@d")], "id"));
+        mime_err(render(&r, &[("email", "<a@b>")], "id"));
+        mime_err(render(&r, &[("email", "a@b")], "a b"));
+        mime_err(render(&r, &[("email", "a@b")], "<id>"));
+        mime_err(render(&r, &[("email", "a@b")], ""));
+        mime_err(render(&r, &[("email", "a@b")], "id\r\nX: y"));
+        mime_err(render(&r, &[("email", "a@b")], "id\u{2028}x"));
+        mime_err(render(&r, &[("email", "a@b")], "id\u{a0}x"));
+        assert!(render(&r, &[("email", "a@b")], "cmp.1@exämple.com").is_ok());
+        let vals = values(&r, &[("email", "a@b")]);
+        for url in [
+            "ftp://x",
+            "https://x y",
+            "https://x>",
+            "",
+            "/relative",
+            "https://x\r\nBcc: y",
+        ] {
+            let rec = Recipient {
+                values: &vals,
+                message_id: "id",
+                unsubscribe_url: url,
+            };
+            mime_err(r.render(&rec, DATE));
+        }
+        let rec = Recipient {
+            values: &vals,
+            message_id: "id",
+            unsubscribe_url: "HTTP://x",
+        };
+        assert!(r.render(&rec, DATE).is_ok());
+        for date in ["", "Tue\r\nBcc: x", "日"] {
+            mime_err(r.render(&rec, date));
+        }
+
+        let new_err = |sp: MessageSpec<'_>| MessageRenderer::new(&sp).unwrap_err();
+        for bad in [
+            MessageSpec {
+                from_email: "a b@c",
+                ..spec()
+            },
+            MessageSpec {
+                reply_to: Some("x"),
+                ..spec()
+            },
+            MessageSpec {
+                headers: &[("Bad Name", "v")],
+                ..spec()
+            },
+            MessageSpec {
+                headers: &[("X-A", "a\r\nb")],
+                ..spec()
+            },
+            MessageSpec {
+                headers: &[("x-a", "a\nb")],
+                ..spec()
+            },
+            MessageSpec {
+                headers: &[("subject", "dup")],
+                ..spec()
+            },
+        ] {
+            assert!(matches!(new_err(bad), Error::Mime(_)));
+        }
+        let e = new_err(MessageSpec {
+            preheader: "x {{ nope }}",
+            ..spec()
+        });
+        assert_eq!(e.to_string(), "preheader: unknown field 'nope' at offset 2");
+        assert!(matches!(e, Error::Template { field: Some(ref f), offset: 2, .. } if f == "nope"));
+        let e = new_err(MessageSpec {
+            text: Some("{{ email"),
+            ..spec()
+        });
+        assert!(e.to_string().starts_with("text: unterminated tag"));
+    }
+
+    #[test]
+    fn boundaries_are_deterministic_and_distinct() {
+        assert_eq!(boundary("a@b"), boundary("a@b"));
+        let all: std::collections::HashSet<_> =
+            (0..10_000).map(|i| boundary(&format!("m{i}@x"))).collect();
+        assert_eq!(all.len(), 10_000);
+        assert!(boundary("").starts_with(b"=_mc_"));
+    }
+
+    #[test]
+    fn long_and_non_ascii_values() {
+        let r = MessageRenderer::new(&spec()).unwrap();
+        let long = "Ünïcødé ".repeat(300) + &"x".repeat(3000) + "\n.dot\nFrom x";
+        let msg = render(
+            &r,
+            &[
+                ("email", "zoë@exämple.com"),
+                ("firstName", &long),
+                ("lastName", "😀"),
+                ("customFields.plan", &long),
+            ],
+            "id",
+        )
+        .unwrap();
+        let p = parse(&msg);
+        for (_, field) in &p.headers {
+            assert_lines_ok(field);
+        }
+        let subject = decode_unstructured(&p.headers[3].1);
+        assert_eq!(
+            subject,
+            format!("Hello {long}, about {long}").replace('\n', " ")
+        );
+        assert!(header(&p, "To").ends_with("<zoë@exämple.com>"));
+        assert!(p.text.contains(".dot From x"));
+    }
+
+    #[test]
+    fn batch_matches_single_for_any_thread_count() {
+        let r = MessageRenderer::new(&spec()).unwrap();
+        let names: Vec<String> = (0..600).map(|i| format!("N{i}")).collect();
+        let emails: Vec<String> = (0..600).map(|i| format!("u{i}@x.io")).collect();
+        let ids: Vec<String> = (0..600).map(|i| format!("m{i}@x")).collect();
+        let vals: Vec<Vec<Option<&str>>> = (0..600)
+            .map(|i| values(&r, &[("email", &emails[i]), ("firstName", &names[i])]))
+            .collect();
+        let recs: Vec<Recipient<'_>> = (0..600)
+            .map(|i| Recipient {
+                values: &vals[i],
+                message_id: &ids[i],
+                unsubscribe_url: "https://u",
+            })
+            .collect();
+        let single: Vec<Vec<u8>> = recs
+            .iter()
+            .map(|rec| r.render(rec, DATE).unwrap())
+            .collect();
+        for threads in [1, 2, 3, 7] {
+            assert_eq!(
+                r.render_batch_with_threads(&recs, DATE, threads).unwrap(),
+                single
+            );
+        }
+        assert_eq!(r.render_batch(&recs, DATE).unwrap(), single);
+        assert!(r.render_batch(&[], DATE).unwrap().is_empty());
+
+        // the first failing recipient (in order) is reported, whatever the split
+        let bad_vals = values(&r, &[("email", "bad")]);
+        let mut recs2 = recs.clone();
+        recs2[450].values = &bad_vals;
+        recs2[500].message_id = "bad id";
+        for threads in [1, 2, 3] {
+            let err = r
+                .render_batch_with_threads(&recs2, DATE, threads)
+                .unwrap_err();
+            assert!(err.to_string().contains("\"bad\""), "{err}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+"""The send pipeline: plan, claim, render, fan out over SMTP, record, settle."""
+
+from __future__ import annotations
+
+from .dispatcher import Dispatcher, Outbound
+from .render import BatchRenderer, merge_values
+
+__all__ = ["BatchRenderer", "Dispatcher", "Outbound", "merge_values"]

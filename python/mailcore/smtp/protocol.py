@@ -1,0 +1,494 @@
+"""The client side of SMTP as a sans-IO state machine (in the style of h11).
+
+No sockets and no clocks: feed the server's bytes with :meth:`ClientProtocol.receive_data`
+(``b""`` for EOF), take events from :meth:`ClientProtocol.next_event` until it returns
+:data:`NEED_DATA`, and write what :meth:`ClientProtocol.send` and
+:meth:`ClientProtocol.data_to_send` return::
+
+    proto = ClientProtocol()
+    proto.receive_data(b"220 mx.example ESMTP\\r\\n")
+    proto.next_event()                       # Greeting(reply=Reply(220, ...))
+    sock.sendall(proto.send(Ehlo("me.example")))
+
+Replies are matched to commands in the order sent, so PIPELINING (RFC 2920) is just
+several ``send`` calls before reading. The state table refuses, with
+:class:`LocalProtocolError`, any command SMTP does not allow at that point (MAIL before
+EHLO/HELO, RCPT outside a transaction, DATA before RCPT, the message before the 354…, or a
+second command while a group-ending one such as DATA or EHLO awaits its reply). A reply
+that is not SMTP raises :class:`RemoteProtocolError`; after any error the machine is dead.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import re
+from collections import deque
+
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    AuthLogin,
+    AuthPlain,
+    ClientEvent,
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    Greeting,
+    Helo,
+    Mail,
+    Message,
+    NeedData,
+    Noop,
+    Quit,
+    Rcpt,
+    Response,
+    Rset,
+    StartTls,
+)
+from .reply import EhloReply, Reply
+
+MAX_REPLY_LINE = 2000
+"""Longest reply line accepted, in bytes without the line ending (RFC 5321 says 512)."""
+MAX_REPLY_LINES = 1000
+MAX_IDLE_BUFFER = 64 * 1024
+"""Bytes a server may send while no reply is expected before it is a protocol error."""
+
+_CODE = re.compile(rb"[2-5][0-9][0-9]")
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+
+# -- message content ---------------------------------------------------------------------
+
+
+def normalize_newlines(content: bytes) -> bytes:
+    """Every bare CR and bare LF becomes CRLF, and a non-empty content ends in CRLF."""
+    crlf = content.count(b"\r\n")
+    if not (crlf == content.count(b"\r") == content.count(b"\n")):
+        content = _NEWLINES.sub(b"\r\n", content)
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    return content
+
+
+def encode_message(content: bytes) -> bytes:
+    """``content`` as sent after 354: newlines normalised, dot-stuffed, ``.`` line added.
+
+    Because no bare CR or LF survives, the only ``<CRLF>.<CRLF>`` in the output is the
+    terminator we add, whatever the input holds: SMTP smuggling is impossible through us.
+    """
+    out = normalize_newlines(content)
+    if out.startswith(b"."):
+        out = b"." + out
+    return out.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+# -- reply parsing -----------------------------------------------------------------------
+
+
+class ReplyReader:
+    """Incremental parser of server replies, bytes in, :class:`Reply` out."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._lines: list[str] = []
+        self._code: bytes | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered and not yet part of a complete reply."""
+        return len(self._buf) + sum(len(line) for line in self._lines) + len(self._lines)
+
+    def clear(self) -> None:
+        self._buf.clear()
+        self._lines.clear()
+        self._code = None
+
+    def next_reply(self) -> Reply | None:
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_REPLY_LINE + 1:
+                    raise RemoteProtocolError(f"reply line longer than {MAX_REPLY_LINE} bytes")
+                return None
+            raw = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if len(raw) > MAX_REPLY_LINE:
+                raise RemoteProtocolError(f"reply line longer than {MAX_REPLY_LINE} bytes")
+            code, sep = raw[:3], raw[3:4]
+            if not _CODE.fullmatch(code) or sep not in (b"", b" ", b"-"):
+                raise RemoteProtocolError(f"malformed reply line: {raw[:80]!r}")
+            if self._code is not None and code != self._code:
+                raise RemoteProtocolError(
+                    f"inconsistent codes in a multi-line reply: {self._code!r} then {code!r}"
+                )
+            if b"\r" in raw:
+                raise RemoteProtocolError(f"bare CR in reply line: {raw[:80]!r}")
+            self._lines.append(raw[4:].decode("utf-8", "replace"))
+            if sep == b"-":
+                self._code = code
+                if len(self._lines) > MAX_REPLY_LINES:
+                    raise RemoteProtocolError("multi-line reply has too many lines")
+                continue
+            reply = Reply(int(code), tuple(self._lines))
+            self._lines = []
+            self._code = None
+            return reply
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def check_address(address: str, *, allow_empty: bool = False, utf8: bool = True) -> None:
+    """Raise :class:`LocalProtocolError` for an address that cannot go on a command line."""
+    if not address and not allow_empty:
+        raise LocalProtocolError("empty address")
+    for ch in address:
+        if ord(ch) < 0x20 or ch in "\x7f<>":
+            raise LocalProtocolError(f"forbidden character {ch!r} in address {address!r}")
+    if not utf8 and not address.isascii():
+        raise LocalProtocolError(f"non-ASCII address {address!r} needs SMTPUTF8")
+    if len(address.encode()) > 512:
+        raise LocalProtocolError("address too long")
+
+
+def _check_hostname(hostname: str) -> None:
+    if (
+        not hostname
+        or not hostname.isascii()
+        or any(c.isspace() or ord(c) < 0x21 for c in hostname)
+    ):
+        raise LocalProtocolError(f"invalid EHLO/HELO hostname {hostname!r}")
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64encode(text.encode())
+
+
+class Phase(enum.Enum):
+    """Where the session is, counting commands sent but not yet answered."""
+
+    AWAIT_GREETING = "await-greeting"
+    REFUSED = "refused"  # the greeting was not 220: only QUIT
+    GREETED = "greeted"  # EHLO/HELO needed (also after STARTTLS)
+    READY = "ready"  # no mail transaction open
+    MAIL = "mail"  # MAIL sent
+    RCPT = "rcpt"  # at least one RCPT sent
+    DATA = "data"  # DATA sent, its reply awaited
+    BODY = "body"  # 354 received: the message must be sent now
+    CLOSING = "closing"  # QUIT sent, or 421 received: nothing more may be sent
+    CLOSED = "closed"  # EOF seen
+
+
+# Commands that may be followed by others before their reply (RFC 2920 §3.1).
+_PIPELINABLE = (Mail, Rcpt, Rset, Message)
+
+
+class ClientProtocol:
+    """The client's SMTP state machine."""
+
+    def __init__(self) -> None:
+        self._reader = ReplyReader()
+        self._outstanding: deque[Command] = deque()
+        self._events: deque[ClientEvent] = deque()
+        self._outbox = bytearray()
+        self._phase = Phase.AWAIT_GREETING
+        self._eof = False
+        self._error: ProtocolError | None = None
+        self._auth_step = 0
+        self._txn_failed = False
+        self._txn_utf8 = False
+        self.ehlo: EhloReply | None = None
+        """The server's answer to our last successful EHLO/HELO (HELO: no extensions)."""
+        self.extended = False
+        """True after a successful EHLO (as opposed to HELO)."""
+        self.starttls_done = False
+        self.authenticated = False
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def outstanding(self) -> tuple[Command, ...]:
+        """Commands sent whose replies have not arrived, oldest first."""
+        return tuple(self._outstanding)
+
+    @property
+    def pipelining(self) -> bool:
+        return self.ehlo is not None and self.ehlo.supports("PIPELINING")
+
+    def supports(self, extension: str) -> bool:
+        return self.ehlo is not None and self.ehlo.supports(extension)
+
+    # -- input -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the server; ``b""`` means the server closed the connection."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data received after EOF")
+            return
+        if not data:
+            self._eof = True
+            return
+        if self._phase is Phase.CLOSING and not self._outstanding:
+            return  # the server said it is closing: ignore the rest
+        self._reader.feed(data)
+
+    def next_event(self) -> ClientEvent | NeedData:
+        if self._error is not None:
+            raise RemoteProtocolError(f"the connection is unusable after: {self._error}")
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_event(self) -> ClientEvent | NeedData:
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._phase is Phase.AWAIT_GREETING or self._outstanding:
+                reply = self._reader.next_reply()
+                if reply is not None:
+                    event = self._on_reply(reply)
+                    if event is None:
+                        continue  # an AUTH challenge answered internally
+                    return event
+            elif self._phase is Phase.CLOSING:
+                self._reader.clear()
+            elif self._reader.pending > MAX_IDLE_BUFFER:
+                raise RemoteProtocolError("the server sent too much without being asked")
+            if self._eof:
+                if self._reader.pending and (
+                    self._phase is Phase.AWAIT_GREETING or self._outstanding
+                ):
+                    raise RemoteProtocolError("connection closed in the middle of a reply")
+                self._phase = Phase.CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        """Bytes the machine produced by itself (answers to AUTH challenges): write them
+        before reading again."""
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    # -- replies ---------------------------------------------------------------------
+
+    def _on_reply(self, reply: Reply) -> ClientEvent | None:
+        if self._phase is Phase.AWAIT_GREETING:
+            if reply.code == 220:
+                self._phase = Phase.GREETED
+            elif reply.code == 421:
+                self._phase = Phase.CLOSING
+            else:
+                self._phase = Phase.REFUSED
+            return Greeting(reply)
+        command = self._outstanding[0]
+        if reply.code == 334 and isinstance(command, AuthPlain | AuthLogin):
+            self._answer_challenge(command)
+            return None
+        self._outstanding.popleft()
+        if reply.code == 421:
+            # The server is shutting the channel: every command still in flight gets the
+            # same answer now, as it will never get another.
+            self._phase = Phase.CLOSING
+            self._events.extend(Response(c, reply) for c in self._outstanding)
+            self._outstanding.clear()
+            self._reader.clear()
+            return Response(command, reply)
+        ok = reply.is_positive_completion
+        match command:
+            case Ehlo() | Helo():
+                if ok:
+                    self.extended = isinstance(command, Ehlo)
+                    self.ehlo = EhloReply.parse(reply, extended=self.extended)
+                    self._phase = Phase.READY
+            case StartTls():
+                if reply.code == 220:
+                    if self._reader.pending:
+                        raise RemoteProtocolError(
+                            "data after the STARTTLS reply (possible command injection)"
+                        )
+                    self.starttls_done = True
+                    self.ehlo = None
+                    self.extended = False
+                    self._phase = Phase.GREETED
+            case AuthPlain() | AuthLogin():
+                if reply.code == 235:
+                    self.authenticated = True
+            case Mail():
+                if not ok:
+                    self._txn_failed = True
+            case Data():
+                self._phase = Phase.BODY if reply.code == 354 else Phase.READY
+            case Quit():
+                self._phase = Phase.CLOSING
+            case _:
+                pass
+        if self._txn_failed and not self._outstanding and self._phase in (Phase.MAIL, Phase.RCPT):
+            self._phase = Phase.READY  # MAIL was refused: there is no transaction
+        return Response(command, reply)
+
+    def _answer_challenge(self, command: AuthPlain | AuthLogin) -> None:
+        step = self._auth_step
+        self._auth_step += 1
+        if isinstance(command, AuthPlain) and step == 0:
+            answer = base64.b64encode(f"\0{command.username}\0{command.password}".encode())
+        elif isinstance(command, AuthLogin) and step < 2:
+            answer = _b64(command.username if step == 0 else command.password)
+        else:
+            answer = b"*"  # cancel the exchange (RFC 4954 §4): the server answers 501
+        self._outbox += answer + b"\r\n"
+
+    # -- output ----------------------------------------------------------------------
+
+    def send(self, command: Command) -> bytes:
+        """The bytes of ``command``, if the state allows it (else LocalProtocolError)."""
+        if self._error is not None:
+            raise LocalProtocolError(f"the connection is unusable after: {self._error}")
+        self._check_turn(command)
+        data = self._encode(command)  # validates before any state change
+        self._advance(command)
+        self._outstanding.append(command)
+        return data
+
+    def _refuse(self, command: Command, why: str) -> LocalProtocolError:
+        name = type(command).__name__
+        return LocalProtocolError(f"{name} not allowed in phase {self._phase.value}: {why}")
+
+    def _check_turn(self, command: Command) -> None:
+        phase = self._phase
+        if phase is Phase.CLOSED:
+            raise self._refuse(command, "the connection is closed")
+        if phase is Phase.CLOSING:
+            raise self._refuse(command, "the connection is closing")
+        if phase is Phase.AWAIT_GREETING:
+            raise self._refuse(command, "wait for the server's greeting")
+        if self._outstanding:
+            last = self._outstanding[-1]
+            if not self.pipelining:
+                raise self._refuse(command, "no PIPELINING: wait for the previous reply")
+            if not isinstance(last, _PIPELINABLE):
+                raise self._refuse(command, f"wait for the reply to {type(last).__name__}")
+        if phase is Phase.REFUSED and not isinstance(command, Quit):
+            raise self._refuse(command, "the server refused the session: only QUIT")
+        in_txn = phase in (Phase.MAIL, Phase.RCPT)
+        match command:
+            case Ehlo() | Helo():
+                if self._outstanding or phase not in (Phase.GREETED, Phase.READY):
+                    raise self._refuse(command, "only outside a mail transaction")
+            case StartTls():
+                if self._outstanding or phase is not Phase.READY:
+                    raise self._refuse(command, "only after EHLO, outside a transaction")
+                if self.starttls_done:
+                    raise self._refuse(command, "TLS is already started")
+                if not self.supports("STARTTLS"):
+                    raise self._refuse(command, "the server does not offer STARTTLS")
+            case AuthPlain() | AuthLogin():
+                mech = "PLAIN" if isinstance(command, AuthPlain) else "LOGIN"
+                if self._outstanding or phase is not Phase.READY:
+                    raise self._refuse(command, "only after EHLO, outside a transaction")
+                if self.authenticated:
+                    raise self._refuse(command, "already authenticated")
+                if self.ehlo is None or mech not in self.ehlo.auth_mechanisms:
+                    raise self._refuse(command, f"the server does not offer AUTH {mech}")
+            case Mail():
+                if phase is not Phase.READY:
+                    why = "a transaction is open" if in_txn else "send EHLO or HELO first"
+                    raise self._refuse(command, why)
+            case Rcpt():
+                if not in_txn:
+                    raise self._refuse(command, "send MAIL first")
+            case Data():
+                if phase is not Phase.RCPT:
+                    raise self._refuse(command, "send MAIL and at least one RCPT first")
+            case Message():
+                if phase is not Phase.BODY:
+                    raise self._refuse(command, "only after a 354 reply to DATA")
+            case Rset() | Noop():
+                if phase in (Phase.DATA, Phase.BODY, Phase.REFUSED):
+                    raise self._refuse(command, "not during DATA")
+            case Quit():
+                if phase in (Phase.DATA, Phase.BODY):
+                    raise self._refuse(command, "not during DATA")
+
+    def _encode(self, command: Command) -> bytes:
+        match command:
+            case Ehlo(hostname) | Helo(hostname):
+                _check_hostname(hostname)
+                verb = "EHLO" if isinstance(command, Ehlo) else "HELO"
+                return f"{verb} {hostname}\r\n".encode()
+            case StartTls():
+                return b"STARTTLS\r\n"
+            case AuthPlain(username, password):
+                for part in (username, password):
+                    if "\0" in part:
+                        raise LocalProtocolError("NUL in AUTH PLAIN credentials")
+                return b"AUTH PLAIN " + _b64(f"\0{username}\0{password}") + b"\r\n"
+            case AuthLogin():
+                return b"AUTH LOGIN\r\n"
+            case Mail(sender, size, body_8bit, smtputf8):
+                check_address(sender, allow_empty=True, utf8=smtputf8)
+                line = f"MAIL FROM:<{sender}>"
+                if size is not None:
+                    if not self.supports("SIZE"):
+                        raise LocalProtocolError("SIZE= needs the SIZE extension")
+                    if size < 0:
+                        raise LocalProtocolError("negative SIZE")
+                    line += f" SIZE={size}"
+                if body_8bit:
+                    if not self.supports("8BITMIME"):
+                        raise LocalProtocolError("BODY=8BITMIME needs the 8BITMIME extension")
+                    line += " BODY=8BITMIME"
+                if smtputf8:
+                    if not self.supports("SMTPUTF8"):
+                        raise LocalProtocolError("SMTPUTF8 needs the SMTPUTF8 extension")
+                    line += " SMTPUTF8"
+                return f"{line}\r\n".encode()
+            case Rcpt(recipient):
+                check_address(recipient, utf8=self._txn_utf8)
+                return f"RCPT TO:<{recipient}>\r\n".encode()
+            case Data():
+                return b"DATA\r\n"
+            case Message(content):
+                return encode_message(content)
+            case Rset():
+                return b"RSET\r\n"
+            case Noop():
+                return b"NOOP\r\n"
+            case Quit():
+                return b"QUIT\r\n"
+        raise LocalProtocolError(f"not a command: {command!r}")  # pragma: no cover
+
+    def _advance(self, command: Command) -> None:
+        match command:
+            case Mail():
+                self._phase = Phase.MAIL
+                self._txn_failed = False
+                self._txn_utf8 = command.smtputf8
+            case Rcpt():
+                self._phase = Phase.RCPT
+            case Data():
+                self._phase = Phase.DATA
+            case Message():
+                self._phase = Phase.READY
+            case Rset():
+                if self._phase in (Phase.MAIL, Phase.RCPT):
+                    self._phase = Phase.READY
+            case Quit():
+                self._phase = Phase.CLOSING
+            case AuthPlain() | AuthLogin():
+                self._auth_step = 0
+            case _:
+                pass

@@ -1,0 +1,417 @@
+"""The server side of SMTP as a sans-IO state machine (for the dev sink and tests).
+
+Feed the client's bytes with :meth:`ServerProtocol.receive_data`, take one event from
+:meth:`ServerProtocol.next_event`, and answer it with exactly one reply through
+:meth:`ServerProtocol.send` (``default_reply(event)`` gives the usual one) before asking
+for the next event. Pipelined commands are simply already in the buffer: collect the
+replies and write them out when ``next_event`` returns :data:`NEED_DATA`.
+
+The message ends only at ``<CRLF>.<CRLF>``; a bare ``\\n.\\n`` or ``\\r.\\r`` inside is
+content (with every bare CR or LF turned into CRLF), so nothing can be smuggled past the
+end of the data.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    CommandRejected,
+    ConnectionClosed,
+    DataStart,
+    Hello,
+    MailFrom,
+    MessageReceived,
+    NeedData,
+    NoopRequested,
+    QuitRequested,
+    RcptTo,
+    ResetRequested,
+    ServerEvent,
+    StartTlsRequested,
+)
+from .reply import Reply
+
+MAX_COMMAND_LINE = 2000
+MAX_RECIPIENTS = 1000
+DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_PATH = re.compile(r"\s*<([^<>]*)>(?:\s+(.*))?|\s*([^<>\s]+)(?:\s+(.*))?")
+
+
+class ServerState(enum.Enum):
+    GREETING = "greeting"  # the application must send the greeting first
+    COMMAND = "command"
+    DATA = "data"  # reading the message after 354
+    CLOSED = "closed"
+
+
+def _rejected(command: str, code: int, text: str) -> CommandRejected:
+    return CommandRejected(command, Reply.of(code, text))
+
+
+def _normalize(piece: bytes) -> bytes:
+    if b"\r" in piece or b"\n" in piece:
+        return _NEWLINES.sub(b"\r\n", piece)
+    return piece
+
+
+def _params(text: str | None) -> dict[str, str | None] | None:
+    params: dict[str, str | None] = {}
+    for item in (text or "").split():
+        key, eq, value = item.partition("=")
+        if not key or (eq and not value):
+            return None
+        params[key.upper()] = value if eq else None
+    return params
+
+
+class ServerProtocol:
+    """The server's SMTP state machine.
+
+    ``starttls=True`` advertises STARTTLS (until TLS is up: after answering 220 to
+    :class:`StartTlsRequested`, wrap the transport in TLS).
+    """
+
+    def __init__(
+        self,
+        hostname: str = "localhost",
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        starttls: bool = False,
+    ) -> None:
+        self.hostname = hostname
+        self.max_size = max_size
+        self.starttls = starttls
+        self.tls_active = False
+        self._state = ServerState.GREETING
+        self._buf = bytearray()
+        self._eof = False
+        self._pending: ServerEvent | None = None
+        self._error: ProtocolError | None = None
+        self._hello = False
+        self._extended = False
+        self._mail: str | None = None
+        self._utf8 = False
+        self._rcpts: list[str] = []
+        self._data = bytearray()
+        self._bol = True
+        self._oversize = False
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def mail_from(self) -> str | None:
+        """The sender of the open transaction."""
+        return self._mail
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The recipients accepted (2xx) in the open transaction."""
+        return tuple(self._rcpts)
+
+    def extensions(self) -> list[str]:
+        exts = ["PIPELINING", f"SIZE {self.max_size}", "8BITMIME", "SMTPUTF8"]
+        exts.append("ENHANCEDSTATUSCODES")
+        if self.starttls and not self.tls_active:
+            exts.append("STARTTLS")
+        return exts
+
+    # -- input -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; ``b""`` means it closed the connection."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data received after EOF")
+            return
+        if not data:
+            self._eof = True
+        elif self._state is not ServerState.CLOSED:
+            self._buf += data
+
+    def next_event(self) -> ServerEvent | NeedData:
+        if self._error is not None:
+            raise RemoteProtocolError(f"the connection is unusable after: {self._error}")
+        if self._pending is not None:
+            raise LocalProtocolError(f"answer {self._pending!r} before the next event")
+        if self._state is ServerState.GREETING:
+            raise LocalProtocolError("send the greeting first")
+        if self._state is ServerState.CLOSED:
+            return ConnectionClosed()
+        try:
+            event = self._data_event() if self._state is ServerState.DATA else self._command_event()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+        if event is NEED_DATA:
+            if self._eof:
+                self._state = ServerState.CLOSED
+                return ConnectionClosed()
+            return NEED_DATA
+        self._pending = event
+        return event
+
+    # -- message data ----------------------------------------------------------------
+
+    def _append(self, piece: bytes) -> None:
+        if self._oversize:
+            return
+        if len(self._data) + len(piece) > self.max_size:
+            self._oversize = True
+            self._data.clear()
+            return
+        self._data += piece
+
+    def _data_event(self) -> ServerEvent | NeedData:
+        buf = self._buf
+        while buf:
+            if self._bol:
+                if buf[:1] == b".":
+                    if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
+                        return NEED_DATA  # "." or ".\r": the end, or a stuffed dot?
+                    if buf.startswith(b".\r\n"):
+                        del buf[:3]
+                        return self._end_of_data()
+                    del buf[:1]  # un-dot-stuff
+                self._bol = False
+            nl = buf.find(b"\r\n")
+            if nl >= 0:
+                self._append(_normalize(bytes(buf[:nl])) + b"\r\n")
+                del buf[: nl + 2]
+                self._bol = True
+            else:
+                keep = 1 if buf.endswith(b"\r") else 0  # may be the CR of a CRLF
+                self._append(_normalize(bytes(buf[: len(buf) - keep])))
+                del buf[: len(buf) - keep]
+                return NEED_DATA
+        return NEED_DATA
+
+    def _end_of_data(self) -> ServerEvent:
+        content, oversize = bytes(self._data), self._oversize
+        envelope = (self._mail or "", tuple(self._rcpts))
+        self._state = ServerState.COMMAND
+        self._reset_transaction()
+        if oversize:
+            return _rejected("DATA", 552, "5.3.4 Message size exceeds fixed maximum message size")
+        return MessageReceived(content, *envelope)
+
+    def _reset_transaction(self) -> None:
+        self._mail = None
+        self._utf8 = False
+        self._rcpts = []
+        self._data = bytearray()
+        self._oversize = False
+        self._bol = True
+
+    # -- commands --------------------------------------------------------------------
+
+    def _command_event(self) -> ServerEvent | NeedData:
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            if len(self._buf) > MAX_COMMAND_LINE + 1:
+                raise RemoteProtocolError(f"command line longer than {MAX_COMMAND_LINE} bytes")
+            return NEED_DATA
+        raw = bytes(self._buf[:nl])
+        del self._buf[: nl + 1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > MAX_COMMAND_LINE:
+            return _rejected("", 500, "5.5.6 Line too long")
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError:
+            return _rejected("", 500, "5.5.2 Invalid UTF-8 in command")
+        if any(ord(c) < 0x20 and c != "\t" for c in line):
+            return _rejected("", 500, "5.5.2 Control character in command")
+        verb, _, arg = line.partition(" ")
+        verb = verb.upper()
+        arg = arg.strip()
+        handler = _HANDLERS.get(verb)
+        if handler is None:
+            return _rejected(verb, 500, "5.5.2 Command unrecognized")
+        return handler(self, verb, arg)
+
+    def _on_hello(self, verb: str, arg: str) -> ServerEvent:
+        if not arg or " " in arg:
+            return _rejected(verb, 501, f"5.5.4 Syntax: {verb} hostname")
+        return Hello(arg, extended=verb == "EHLO")
+
+    def _on_starttls(self, verb: str, arg: str) -> ServerEvent:
+        if arg:
+            return _rejected(verb, 501, "5.5.4 Syntax: STARTTLS")
+        if not self.starttls or self.tls_active:
+            return _rejected(verb, 503, "5.5.1 TLS not available")
+        if not self._extended:
+            return _rejected(verb, 503, "5.5.1 Send EHLO first")
+        return StartTlsRequested()
+
+    def _on_mail(self, verb: str, arg: str) -> ServerEvent:
+        if not self._hello:
+            return _rejected(verb, 503, "5.5.1 Send EHLO or HELO first")
+        if self._mail is not None:
+            return _rejected(verb, 503, "5.5.1 Nested MAIL command")
+        if arg[:5].upper() != "FROM:":
+            return _rejected(verb, 501, "5.5.4 Syntax: MAIL FROM:<address>")
+        m = _PATH.fullmatch(arg[5:])
+        if m is None:
+            return _rejected(verb, 501, "5.1.7 Bad sender address syntax")
+        address = m[1] if m[1] is not None else m[3]
+        params = _params(m[2] if m[1] is not None else m[4])
+        if params is None:
+            return _rejected(verb, 501, "5.5.4 Bad MAIL parameters")
+        if params and not self._extended:
+            return _rejected(verb, 555, "5.5.4 Parameters need EHLO")
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    return _rejected(verb, 501, "5.5.4 Bad SIZE parameter")
+                if int(value) > self.max_size:
+                    return _rejected(verb, 552, "5.3.4 Message size exceeds fixed limit")
+            elif key == "BODY":
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    return _rejected(verb, 501, "5.5.4 Bad BODY parameter")
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    return _rejected(verb, 501, "5.5.4 SMTPUTF8 takes no value")
+            else:
+                return _rejected(verb, 555, f"5.5.4 Unsupported parameter {key}")
+        if not address.isascii() and "SMTPUTF8" not in params:
+            return _rejected(verb, 553, "5.6.7 Non-ASCII address needs SMTPUTF8")
+        return MailFrom(address, params)
+
+    def _on_rcpt(self, verb: str, arg: str) -> ServerEvent:
+        if self._mail is None:
+            return _rejected(verb, 503, "5.5.1 Need MAIL before RCPT")
+        if arg[:3].upper() != "TO:":
+            return _rejected(verb, 501, "5.5.4 Syntax: RCPT TO:<address>")
+        m = _PATH.fullmatch(arg[3:])
+        address = None if m is None else (m[1] if m[1] is not None else m[3])
+        if m is None or not address:
+            return _rejected(verb, 501, "5.1.3 Bad recipient address syntax")
+        if m[2] or m[4]:
+            return _rejected(verb, 555, "5.5.4 RCPT parameters not supported")
+        if not address.isascii() and not self._utf8:
+            return _rejected(verb, 553, "5.6.7 Non-ASCII address needs SMTPUTF8")
+        if len(self._rcpts) >= MAX_RECIPIENTS:
+            return _rejected(verb, 452, "4.5.3 Too many recipients")
+        return RcptTo(address, {})
+
+    def _on_data(self, verb: str, arg: str) -> ServerEvent:
+        if arg:
+            return _rejected(verb, 501, "5.5.4 Syntax: DATA")
+        if self._mail is None:
+            return _rejected(verb, 503, "5.5.1 Need MAIL before DATA")
+        if not self._rcpts:
+            return _rejected(verb, 554, "5.5.1 No valid recipients")
+        return DataStart()
+
+    def _on_simple(self, verb: str, arg: str) -> ServerEvent:
+        if verb == "RSET":
+            return ResetRequested()
+        if verb == "NOOP":
+            return NoopRequested()
+        return QuitRequested()
+
+    def _on_unsupported(self, verb: str, arg: str) -> ServerEvent:
+        return _rejected(verb, 502, "5.5.1 Command not implemented")
+
+    # -- output ----------------------------------------------------------------------
+
+    def send(self, reply: Reply) -> bytes:
+        """The bytes of ``reply`` to the pending event (or the greeting)."""
+        if self._state is ServerState.CLOSED:
+            raise LocalProtocolError("the connection is closed")
+        if self._state is ServerState.GREETING:
+            self._state = ServerState.CLOSED if reply.code == 421 else ServerState.COMMAND
+            return reply.to_bytes()
+        event = self._pending
+        if reply.code == 421:  # the server may give up at any time
+            self._state = ServerState.CLOSED
+            self._pending = None
+            return reply.to_bytes()
+        if event is None:
+            raise LocalProtocolError("no command to answer")
+        if reply.code == 354 and not isinstance(event, DataStart):
+            raise LocalProtocolError("354 answers DATA only")
+        self._pending = None
+        ok = 200 <= reply.code < 300
+        match event:
+            case Hello(extended=extended) if ok:
+                self._hello = True
+                self._extended = extended
+                self._reset_transaction()
+            case MailFrom(address=address, params=params) if ok:
+                self._mail = address
+                self._utf8 = "SMTPUTF8" in params
+            case RcptTo(address=address) if ok:
+                self._rcpts.append(address)
+            case DataStart() if reply.code == 354:
+                self._state = ServerState.DATA
+                self._data = bytearray()
+                self._bol = True
+            case ResetRequested() if ok:
+                self._reset_transaction()
+            case QuitRequested():
+                self._state = ServerState.CLOSED
+            case StartTlsRequested() if reply.code == 220:
+                self.tls_active = True
+                self._hello = False
+                self._extended = False
+                self._reset_transaction()
+                self._buf.clear()  # anything pipelined after STARTTLS is an injection
+            case _:
+                pass
+        return reply.to_bytes()
+
+    def default_reply(self, event: ServerEvent) -> Reply:
+        """The usual answer to ``event``."""
+        match event:
+            case Hello(hostname=name, extended=True):
+                return Reply(250, (f"{self.hostname} greets {name}", *self.extensions()))
+            case Hello():
+                return Reply(250, (self.hostname,))
+            case MailFrom():
+                return Reply.of(250, "2.1.0 OK")
+            case RcptTo():
+                return Reply.of(250, "2.1.5 OK")
+            case DataStart():
+                return Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+            case MessageReceived():
+                return Reply.of(250, "2.0.0 OK: queued")
+            case ResetRequested() | NoopRequested():
+                return Reply.of(250, "2.0.0 OK")
+            case QuitRequested():
+                return Reply.of(221, "2.0.0 Bye")
+            case StartTlsRequested():
+                return Reply.of(220, "2.0.0 Ready to start TLS")
+            case CommandRejected(reply=reply):
+                return reply
+            case ConnectionClosed():
+                raise LocalProtocolError("a closed connection takes no reply")
+
+
+_HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent]] = {
+    "EHLO": ServerProtocol._on_hello,
+    "HELO": ServerProtocol._on_hello,
+    "STARTTLS": ServerProtocol._on_starttls,
+    "MAIL": ServerProtocol._on_mail,
+    "RCPT": ServerProtocol._on_rcpt,
+    "DATA": ServerProtocol._on_data,
+    "RSET": ServerProtocol._on_simple,
+    "NOOP": ServerProtocol._on_simple,
+    "QUIT": ServerProtocol._on_simple,
+    "VRFY": ServerProtocol._on_unsupported,
+    "EXPN": ServerProtocol._on_unsupported,
+    "AUTH": ServerProtocol._on_unsupported,
+    "BDAT": ServerProtocol._on_unsupported,
+}
