@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from .errors import Unauthorized, ValidationError
@@ -27,9 +28,15 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(24)
 
 
+# A key's account is remembered this long, so most requests skip a database round trip.
+AUTH_CACHE_SECONDS = 60.0
+AUTH_CACHE_SIZE = 10_000
+
+
 class Accounts:
     def __init__(self, mc: Mailcore) -> None:
         self._mc = mc
+        self._auth_cache: dict[str, tuple[str, float]] = {}
 
     async def create(self, name: str, *, credit_micros: int = 0) -> AccountCreated:
         """Create an account with a wallet and one API key (returned only here)."""
@@ -57,7 +64,15 @@ class Accounts:
         """The account id a key belongs to; Unauthorized for a missing or unknown key."""
         if not api_key or not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
-        account_id = await self._mc.store.account_for_key(hash_key(api_key))
+        key_hash = hash_key(api_key)
+        now = time.monotonic()
+        cached = self._auth_cache.get(key_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        account_id = await self._mc.store.account_for_key(key_hash)
         if account_id is None:
             raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+        if len(self._auth_cache) >= AUTH_CACHE_SIZE:
+            self._auth_cache.clear()
+        self._auth_cache[key_hash] = (account_id, now + AUTH_CACHE_SECONDS)
         return account_id

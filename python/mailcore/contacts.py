@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from .errors import NotFound, ValidationError
@@ -254,7 +256,8 @@ class Contacts:
             columns.append(known)
         if "email" not in columns:
             raise ValidationError("the CSV header has no email column", field="header")
-        return await self._import((_csv_contact(columns, cells) for cells in reader), progress)
+        layout = _CsvLayout(columns)
+        return await self._import((layout(cells) for cells in reader), progress)
 
     async def import_rows(
         self,
@@ -274,51 +277,61 @@ class Contacts:
         self, items: Iterator[ContactCreate | Exception], progress: ProgressCallback | None
     ) -> ImportResult:
         """Upsert in batches of ``import_batch_size``, one transaction each; a row that
-        fails validation is reported with its 1-based number and never stops the rest."""
+        fails validation is reported with its 1-based number and never stops the rest.
+        The next batch is validated while the previous one is written (the writer runs in
+        a worker thread, SQLite releases the GIL)."""
         batch_size = self._mc.settings.import_batch_size
         errors: list[ImportRowError] = []
         created = updated = total = 0
-        batch: list[ContactRow] = []
-        numbers: list[int] = []
-        explicit: set[str] = set()
+        send, receive = anyio.create_memory_object_stream[_ImportBatch](1)
 
-        async def flush() -> None:
+        async def writer() -> None:
             nonlocal created, updated
-            if not batch:
-                return
-            outcome = await self._mc.store.upsert_contacts(
-                self.account_id, batch, _merge_upsert(explicit)
-            )
-            created += outcome.created
-            updated += outcome.updated
-            for index, exc in outcome.rejected:
-                errors.append(_row_error(numbers[index], exc, batch[index].email))
-            batch.clear()
-            numbers.clear()
-            explicit.clear()
-            if progress is not None:
-                progress(total)
+            async with receive:
+                async for b in receive:
+                    outcome = await self._mc.store.upsert_contacts(
+                        self.account_id, b.rows, _merge_upsert(b.explicit)
+                    )
+                    created += outcome.created
+                    updated += outcome.updated
+                    for index, exc in outcome.rejected:
+                        errors.append(_row_error(b.numbers[index], exc, b.rows[index].email))
+                    if progress is not None:
+                        progress(b.numbers[-1])
 
-        now = iso(self._mc.clock())
-        for item in items:
-            total += 1
-            try:
-                if isinstance(item, Exception):
-                    raise item
-                row = self._row(item, now)
-            except (ValidationError, msgspec.ValidationError) as exc:
-                email = item.email if isinstance(item, ContactCreate) else None
-                errors.append(_row_error(total, exc, email))
-                continue
-            batch.append(row)
-            numbers.append(total)
-            if item.status is not None:
-                explicit.add(row.email)
-            if len(batch) >= batch_size:
-                await flush()
-        await flush()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            async with send:
+                batch = _ImportBatch()
+                now = iso(self._mc.clock())
+                for item in items:
+                    total += 1
+                    try:
+                        if isinstance(item, Exception):
+                            raise item
+                        row = self._row(item, now)
+                    except (ValidationError, msgspec.ValidationError) as exc:
+                        email = item.email if isinstance(item, ContactCreate) else None
+                        errors.append(_row_error(total, exc, email))
+                        continue
+                    batch.rows.append(row)
+                    batch.numbers.append(total)
+                    if item.status is not None:
+                        batch.explicit.add(row.email)
+                    if len(batch.rows) >= batch_size:
+                        await send.send(batch)
+                        batch = _ImportBatch()
+                if batch.rows:
+                    await send.send(batch)
         errors.sort(key=lambda e: e.row)
         return ImportResult(total=total, created=created, updated=updated, errors=errors)
+
+
+@dataclass(slots=True)
+class _ImportBatch:
+    rows: list[ContactRow] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)  # 1-based row numbers in the input
+    explicit: set[str] = field(default_factory=set)  # emails whose row gave a status
 
 
 def _attempt(fn: Callable[[Any], ContactCreate], arg: Any) -> ContactCreate | Exception:
@@ -328,26 +341,37 @@ def _attempt(fn: Callable[[Any], ContactCreate], arg: Any) -> ContactCreate | Ex
         return exc
 
 
-def _csv_contact(columns: list[str], cells: list[str]) -> ContactCreate | Exception:
-    if len(cells) != len(columns):
-        return ValidationError(
-            f"the row has {len(cells)} cells, the header {len(columns)}", field="row"
+class _CsvLayout:
+    """Where each field sits in a CSV row, worked out once from the header."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.width = len(columns)
+        self.email = columns.index("email")
+        self.first = columns.index("first_name") if "first_name" in columns else None
+        self.last = columns.index("last_name") if "last_name" in columns else None
+        self.tags = columns.index("tags") if "tags" in columns else None
+        self.status = columns.index("status") if "status" in columns else None
+        self.custom = [
+            (i, c.removeprefix("customFields."))
+            for i, c in enumerate(columns)
+            if c.startswith("customFields.")
+        ]
+
+    def __call__(self, cells: list[str]) -> ContactCreate | Exception:
+        if len(cells) != self.width:
+            return ValidationError(
+                f"the row has {len(cells)} cells, the header {self.width}", field="row"
+            )
+        tags = [] if self.tags is None else [t for t in cells[self.tags].split(";") if t.strip()]
+        status = cells[self.status].strip() if self.status is not None else ""
+        return ContactCreate(
+            email=cells[self.email],
+            first_name=cells[self.first] or None if self.first is not None else None,
+            last_name=cells[self.last] or None if self.last is not None else None,
+            tags=tags,
+            custom_fields={key: cells[i] for i, key in self.custom if cells[i] != ""},
+            status=status or None,  # type: ignore[arg-type]  # checked with the row
         )
-    values: dict[str, Any] = {}
-    custom: dict[str, str] = {}
-    for column, cell in zip(columns, cells, strict=True):
-        if column.startswith("customFields."):
-            if cell != "":
-                custom[column[13:]] = cell
-        elif column == "tags":
-            values["tags"] = [t for t in (p.strip() for p in cell.split(";")) if t]
-        elif cell.strip() != "":
-            values[column] = cell
-    values["custom_fields"] = custom
-    try:
-        return ContactCreate(**values)
-    except TypeError as exc:  # pragma: no cover - columns are fixed above
-        return ValidationError(str(exc), field="row")
 
 
 def _row_error(row: int, exc: Exception, email: str | None) -> ImportRowError:

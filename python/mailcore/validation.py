@@ -21,11 +21,26 @@ _FIELD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _LOCAL_ATOM = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+")
 _DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# The common case, all ASCII and already lower-cased: one match instead of the general path.
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ASCII_EMAIL = re.compile(
+    rf"(?=.{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+(?![0-9]+$){_LABEL}"
+)
 
 
 def normalize_email(value: str, field: str = "email") -> str:
     """Trim, NFC-normalise and lower-case an address; raise ValidationError if it is not a
     plausible mailbox (dot-atom local part, a dotted domain, IDN domains allowed)."""
+    if value.isascii():
+        email = value.strip().lower()
+        if len(email) <= 254 and _ASCII_EMAIL.fullmatch(email):
+            return email
+    return _normalize_any_email(value, field)
+
+
+def _normalize_any_email(value: str, field: str) -> str:
+    """The general rules: any Unicode, IDN domains through IDNA."""
     email = unicodedata.normalize("NFC", value.strip()).lower()
     if len(email) > 254 or _CONTROL.search(email):
         raise ValidationError(f"{value!r} is not a valid email address", field=field)

@@ -112,4 +112,22 @@ def test_a_forged_cursor_is_a_clean_error(text: str) -> None:
 def test_ids_have_prefixes_and_do_not_repeat() -> None:
     ids = {new_id("con") for _ in range(10_000)}
     assert len(ids) == 10_000
-    assert all(re.fullmatch(r"con_[0-9A-Za-z]{22}", i) for i in ids)
+    assert all(re.fullmatch(r"con_[a-z2-7]{24}", i) for i in ids)
+
+
+@given(
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=127), max_size=80),
+        st.builds(lambda lp, d: f"{lp}@{d}", local, domain),
+        st.from_regex(r"[a-z.\-_+]{1,10}@[a-z0-9.\-]{1,20}", fullmatch=True),
+    )
+)
+def test_the_ascii_fast_path_agrees_with_the_general_rules(text: str) -> None:
+    """The one-regex path for ASCII addresses accepts only what the general rules accept,
+    with the same result."""
+    from mailcore import validation
+
+    email = text.strip().lower()
+    if validation._ASCII_EMAIL.fullmatch(email) is None:
+        return
+    assert validation._normalize_any_email(text, "email") == email
