@@ -55,3 +55,59 @@ def test_errors_are_clear_and_nonzero(tmp_path: Path) -> None:
     created = json.loads(mailcore(tmp_path, "accounts", "create", "--name", "x", "--json").stdout)
     r = mailcore(tmp_path, "wallet", "credit", "--", created["accountId"], "-1")
     assert r.returncode == 2 and "insufficient_funds" in r.stderr
+
+
+def test_sink_command_accepts_counts_and_refuses_by_rule(tmp_path: Path) -> None:
+    """``mailcore sink`` as a user runs it: mail lands in the maildir, a rule refuses."""
+    import signal
+    import time
+
+    import trio
+
+    from mailcore.smtp import RelayConfig, SmtpConnection
+    from tests.peers import free_port
+
+    port = free_port()
+    maildir = tmp_path / "mail"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailcore.cli",
+            "sink",
+            "--port",
+            str(port),
+            "--maildir",
+            str(maildir),
+            "--reject",
+            "*@bounce.test=550",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        async def send() -> tuple[str, str]:
+            config = RelayConfig.from_url(f"smtp://127.0.0.1:{port}?tls=none")
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        conn = await SmtpConnection.open(config)
+                        break
+                    except Exception:
+                        await trio.sleep(0.1)
+            async with conn:
+                ok = await conn.send("a@x.com", ["b@x.com"], b"Subject: hi\r\n\r\nbody\r\n")
+                no = await conn.send("a@x.com", ["c@bounce.test"], b"Subject: x\r\n\r\nx\r\n")
+            return ok.status("b@x.com"), no.status("c@bounce.test")
+
+        assert trio.run(send) == ("delivered", "bounced")
+        deadline = time.monotonic() + 10
+        while not list((maildir / "new").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (stored,) = list((maildir / "new").glob("*"))
+        assert b"Subject: hi" in stored.read_bytes()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
