@@ -74,3 +74,55 @@ def aiosmtpd_server(
         yield port, handler
     finally:
         controller.stop()
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server that records what it receives. ``fail_first`` answers that many
+    requests with 503 (and Retry-After: 0) before accepting."""
+
+    fail_first: int = 0
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    calls: int = 0
+
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def hook(request: Request) -> Response:
+            self.calls += 1
+            number = self.calls  # before any await: concurrent requests each get their own
+            body = await request.body()
+            if number <= self.fail_first:
+                return Response("busy", status_code=503, headers={"Retry-After": "0"})
+            self.requests.append((dict(request.headers), body))
+            return Response("ok")
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+    async def serve(self, *, task_status: Any) -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        await serve(self.app(), config, task_status=task_status)
+
+
+async def wait_until(check: Any, seconds: float = 60.0, interval: float = 0.05) -> None:
+    """Poll ``check`` (sync or async, returning truthy) until it holds; bounded in time."""
+    import inspect
+
+    import trio
+
+    with trio.fail_after(seconds):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await trio.sleep(interval)

@@ -45,6 +45,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
     # The domain of Message-IDs; empty: the campaign's from-address domain.
     message_id_domain: str = ""
+    # Webhooks: seconds before each retry after the first attempt (the Standard Webhooks
+    # schedule), the request timeout, deliveries in parallel, and private targets
+    # (loopback, RFC 1918, link-local) refused unless allowed (local development, tests).
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout_seconds: float = 15.0
+    webhook_concurrency: int = 16
+    webhook_allow_private: bool = False
+    webhook_disable_after_seconds: float = 5 * 86_400
     # Idempotency-Key answers are replayed for this long.
     idempotency_ttl_seconds: int = 86_400
 
@@ -84,7 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             key = f"MAILCORE_{name.upper()}"
             if key in env:
                 values[name] = env[key]
-                if name == "retry_schedule":
+                if name in ("retry_schedule", "webhook_retry_schedule"):
                     values[name] = [part for part in env[key].split(",") if part.strip()]
         values.update(overrides)
         try:

@@ -18,6 +18,7 @@ from .contacts import Contacts
 from .ids import Clock, utcnow
 from .store import Store, store_from_url
 from .wallet import WalletService
+from .webhooks.endpoints import WebhookEndpoints
 
 
 class AccountScope:
@@ -29,6 +30,7 @@ class AccountScope:
         self.contacts = Contacts(mc, account_id)
         self.campaigns = Campaigns(mc, account_id)
         self.wallet = WalletService(mc, account_id)
+        self.webhooks = WebhookEndpoints(mc, account_id)
 
 
 class Mailcore:
@@ -77,6 +79,14 @@ class Mailcore:
             yield cls(settings, store, secret, clock)
         finally:
             await store.close()
+
+    async def run_webhooks(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Deliver the webhook outbox until cancelled (resumes after a crash)."""
+        from .webhooks.dispatcher import WebhookDispatcher
+
+        await WebhookDispatcher(self).run(task_status=task_status)
 
     def account(self, account_id: str) -> AccountScope:
         return AccountScope(self, account_id)

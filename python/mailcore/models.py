@@ -252,6 +252,69 @@ class AccountCreated(_Out, frozen=True):
     api_key: str
 
 
+# -- webhooks -----------------------------------------------------------------------
+
+WebhookEventType = Literal[
+    "campaign.sent",
+    "campaign.completed",
+    "email.delivered",
+    "email.opened",
+    "email.clicked",
+    "email.bounced",
+    "email.complained",
+    "contact.unsubscribed",
+]
+
+
+class WebhookCreate(_Wire, frozen=True):
+    url: Annotated[str, Meta(min_length=8, max_length=2000)]
+    # Absent: every event type.
+    events: Annotated[list[WebhookEventType], Meta(min_length=1)] | None = None
+
+
+class WebhookUpdate(_Wire, frozen=True):
+    url: Annotated[str, Meta(min_length=8, max_length=2000)] | UnsetType = UNSET
+    events: Annotated[list[WebhookEventType], Meta(min_length=1)] | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    # True: a new signing secret, returned once in this response.
+    rotate_secret: bool = False
+
+
+class Webhook(_Out, frozen=True):
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    created_at: str
+    updated_at: str
+    # Only when created or rotated: the signing secret, shown once.
+    secret: str | None = None
+
+
+class WebhookPage(_Out, frozen=True):
+    data: list[Webhook]
+
+
+class WebhookDelivery(_Out, frozen=True):
+    id: str
+    event_id: str
+    event_type: str
+    state: Literal["pending", "sending", "succeeded", "failed"]
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+
+
+class WebhookDeliveryPage(_Out, frozen=True):
+    data: list[WebhookDelivery]
+
+
+class WebhookTestQueued(_Out, frozen=True):
+    event_id: str
+
+
 # -- pricing and errors -------------------------------------------------------------
 
 

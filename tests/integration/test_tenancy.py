@@ -21,14 +21,22 @@ CAMPAIGN = {
 BODIES = {
     "/v1/mail/contacts/{id}": {"firstName": "Mallory"},
     "/v1/mail/campaigns/{id}": {"name": "stolen"},
+    "/v1/mail/webhooks/{id}": {"url": "http://93.184.216.35/stolen"},
 }
 
 
 async def _own_objects(t: Tenant) -> dict[str, str]:
     contact = await t.http.post("/v1/mail/contacts", json={"email": "a@x.com", "tags": ["news"]})
     campaign = await t.http.post("/v1/mail/campaigns", json=CAMPAIGN)
-    assert contact.status_code == 201 and campaign.status_code == 201
-    return {"contacts": contact.json()["id"], "campaigns": campaign.json()["id"]}
+    # A literal public address: accepted without a DNS lookup, never contacted here.
+    hook = await t.http.post("/v1/mail/webhooks", json={"url": "http://93.184.216.34/hook"})
+    assert contact.status_code == 201 and campaign.status_code == 201, campaign.text
+    assert hook.status_code == 201, hook.text
+    return {
+        "contacts": contact.json()["id"],
+        "campaigns": campaign.json()["id"],
+        "webhooks": hook.json()["id"],
+    }
 
 
 async def test_other_accounts_ids_are_404_on_every_endpoint(api: Api) -> None:
@@ -40,7 +48,7 @@ async def test_other_accounts_ids_are_404_on_every_endpoint(api: Api) -> None:
         assert with_ids, "the route table has endpoints with ids"
         for e in with_ids:
             resource = e.path.split("/")[3]
-            path = e.path.replace("{id}", alice_ids[resource])
+            path = e.path.replace("{id}", alice_ids[resource]).replace("{delivery}", "dlv_1")
             body = BODIES.get(e.path)
             r = await mallory.http.request(e.method, path, json=body)
             assert r.status_code == 404, (e.method, e.path, r.text)
@@ -50,6 +58,8 @@ async def test_other_accounts_ids_are_404_on_every_endpoint(api: Api) -> None:
         assert c["firstName"] is None
         m = (await alice.http.get(f"/v1/mail/campaigns/{alice_ids['campaigns']}")).json()
         assert m["name"] == "N"
+        w = (await alice.http.get(f"/v1/mail/webhooks/{alice_ids['webhooks']}")).json()
+        assert w["url"] == "http://93.184.216.34/hook"
 
 
 async def test_lists_counts_and_wallets_are_per_account(api: Api) -> None:

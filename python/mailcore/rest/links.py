@@ -37,7 +37,7 @@ async def unsubscribe(request: Request) -> HTMLResponse:
     numbers = TokenSigner(mc.secret_key).verify(UNSUBSCRIBE, token, 2)
     if numbers is None:
         return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
-    _campaign_seq, contact_seq = numbers
+    campaign_seq, contact_seq = numbers
     if request.method == "GET":
         action = html.escape(request.url.path, quote=True)
         return _page(
@@ -46,7 +46,7 @@ async def unsubscribe(request: Request) -> HTMLResponse:
             '<button type="submit" style="font-size:1rem;padding:.5rem 1rem">Unsubscribe'
             "</button></form>",
         )
-    await mc.store.unsubscribe_contact(contact_seq, iso(mc.clock()))
+    await mc.store.unsubscribe_contact(contact_seq, iso(mc.clock()), campaign_seq)
     return _page("You are unsubscribed", "<p>You will not receive these emails again.</p>")
 
 

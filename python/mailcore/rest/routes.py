@@ -31,8 +31,15 @@ from ..models import (
     PriceList,
     SendResult,
     Wallet,
+    Webhook,
+    WebhookCreate,
+    WebhookDeliveryPage,
+    WebhookPage,
+    WebhookTestQueued,
+    WebhookUpdate,
 )
 from ..pricing import PER_RECIPIENT
+from ..webhooks.endpoints import WebhookEndpoints
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -175,6 +182,50 @@ async def campaign_stats(call: Call) -> tuple[int, Any]:
     return 200, await _scope(call).campaigns.stats(call.request.path_params["id"])
 
 
+# -- webhooks -----------------------------------------------------------------------
+
+
+def _hooks(call: Call) -> WebhookEndpoints:
+    return _scope(call).webhooks
+
+
+async def create_webhook(call: Call) -> tuple[int, Any]:
+    return 201, await _hooks(call).create(call.body)
+
+
+async def list_webhooks(call: Call) -> tuple[int, Any]:
+    return 200, await _hooks(call).list()
+
+
+async def get_webhook(call: Call) -> tuple[int, Any]:
+    return 200, await _hooks(call).get(call.request.path_params["id"])
+
+
+async def update_webhook(call: Call) -> tuple[int, Any]:
+    return 200, await _hooks(call).update(call.request.path_params["id"], call.body)
+
+
+async def delete_webhook(call: Call) -> tuple[int, Any]:
+    endpoint_id = call.request.path_params["id"]
+    await _hooks(call).delete(endpoint_id)
+    return 200, Deleted(id=endpoint_id)
+
+
+async def test_webhook(call: Call) -> tuple[int, Any]:
+    return 202, await _hooks(call).send_test(call.request.path_params["id"])
+
+
+async def webhook_deliveries(call: Call) -> tuple[int, Any]:
+    limit = _int_param(call.request, "limit", 50)
+    return 200, await _hooks(call).deliveries(call.request.path_params["id"], limit)
+
+
+async def replay_delivery(call: Call) -> tuple[int, Any]:
+    p = call.request.path_params
+    await _hooks(call).replay(p["id"], p["delivery"])
+    return 202, Deleted(id=p["delivery"], deleted=False)
+
+
 # -- wallet and pricing -------------------------------------------------------------
 
 
@@ -285,6 +336,52 @@ ENDPOINTS: list[Endpoint] = [
         campaign_stats,
         "Delivery counts and cost of a campaign",
         CampaignStats,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/webhooks",
+        create_webhook,
+        "Create a webhook endpoint (its signing secret is shown once)",
+        Webhook,
+        status=201,
+        body=WebhookCreate,
+    ),
+    Endpoint("GET", "/v1/mail/webhooks", list_webhooks, "List webhook endpoints", WebhookPage),
+    Endpoint("GET", "/v1/mail/webhooks/{id}", get_webhook, "Get a webhook endpoint", Webhook),
+    Endpoint(
+        "PATCH",
+        "/v1/mail/webhooks/{id}",
+        update_webhook,
+        "Change a webhook endpoint (or rotate its secret)",
+        Webhook,
+        body=WebhookUpdate,
+    ),
+    Endpoint(
+        "DELETE", "/v1/mail/webhooks/{id}", delete_webhook, "Delete a webhook endpoint", Deleted
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/webhooks/{id}/test",
+        test_webhook,
+        "Send a test event to the endpoint",
+        WebhookTestQueued,
+        status=202,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/mail/webhooks/{id}/deliveries",
+        webhook_deliveries,
+        "Recent delivery attempts of the endpoint",
+        WebhookDeliveryPage,
+        query=(("limit", "how many (at most 200)"),),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/webhooks/{id}/deliveries/{delivery}/replay",
+        replay_delivery,
+        "Deliver a finished delivery again",
+        Deleted,
+        status=202,
     ),
     Endpoint("GET", "/v1/wallet", get_wallet, "The wallet: balance, available, open holds", Wallet),
     Endpoint(

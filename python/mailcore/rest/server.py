@@ -41,4 +41,5 @@ async def run(settings: Settings, *, sender: bool = True) -> None:
     async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
         if sender:
             await nursery.start(mc.run_sender)
+            await nursery.start(mc.run_webhooks)
         await nursery.start(serve, mc)

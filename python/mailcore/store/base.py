@@ -137,6 +137,61 @@ class IdempotentReplay(Record, frozen=True):
     body: bytes
 
 
+# -- webhooks ---------------------------------------------------------------------
+
+
+class EndpointRow(Row):
+    seq: int
+    id: str
+    account_id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    secret_version: int
+    created_at: str
+    updated_at: str
+
+
+class EventRecord(Record, frozen=True):
+    id: str
+    account_id: str
+    type: str
+    payload: bytes  # the whole event body, JSON
+    created_at: str
+
+
+class DeliveryWork(Record, frozen=True):
+    delivery_seq: int
+    endpoint_id: str
+    url: str
+    secret_version: int
+    event_id: str
+    payload: bytes
+    attempts: int
+
+
+class DeliveryOutcome(Record, frozen=True):
+    delivery_seq: int
+    endpoint_id: str
+    succeeded: bool
+    status: int | None
+    error: str | None
+    next_attempt_at: float | None  # None with succeeded False: failed for good
+    disable_endpoint: str | None = None  # a reason to disable the endpoint (410, days failing)
+
+
+class DeliveryRow(Record, frozen=True):
+    delivery_seq: int
+    event_id: str
+    event_type: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: float | None
+
+
 class Store(abc.ABC):
     """One interface for the embedded SQLite store and (later) PostgreSQL."""
 
@@ -222,7 +277,9 @@ class Store(abc.ABC):
         merge that raises ValidationError rejects that row only. One transaction."""
 
     @abc.abstractmethod
-    async def unsubscribe_contact(self, contact_seq: int, now: str) -> bool:
+    async def unsubscribe_contact(
+        self, contact_seq: int, now: str, campaign_seq: int | None = None
+    ) -> bool:
         """A subscribed contact becomes unsubscribed (from a signed link: no account in
         hand, the contact's number is the key). True if it changed."""
 
@@ -327,3 +384,46 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def idempotency_abandon(self, account_id: str, key: str) -> None:
         """Forget a key whose request failed, so a retry runs again."""
+
+    # -- webhooks ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def insert_endpoint(self, row: EndpointRow) -> EndpointRow: ...
+
+    @abc.abstractmethod
+    async def get_endpoint(self, account_id: str, endpoint_id: str) -> EndpointRow | None: ...
+
+    @abc.abstractmethod
+    async def list_endpoints(self, account_id: str) -> list[EndpointRow]: ...
+
+    @abc.abstractmethod
+    async def update_endpoint(self, row: EndpointRow) -> EndpointRow: ...
+
+    @abc.abstractmethod
+    async def delete_endpoint(self, account_id: str, endpoint_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def emit(self, events: Sequence[EventRecord], now: float, only: str | None = None) -> int:
+        """Write events to the outbox with one delivery per subscribed, enabled endpoint
+        (``only``: just that endpoint). Returns the deliveries queued."""
+
+    @abc.abstractmethod
+    async def claim_deliveries(
+        self, limit: int, now: float, lease_until: float
+    ) -> list[DeliveryWork]: ...
+
+    @abc.abstractmethod
+    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def endpoint_failing_since(self, endpoint_id: str) -> float | None:
+        """When the endpoint's current run of failures began (None: it is not failing)."""
+
+    @abc.abstractmethod
+    async def list_deliveries(
+        self, account_id: str, endpoint_id: str, limit: int
+    ) -> list[DeliveryRow]: ...
+
+    @abc.abstractmethod
+    async def replay_delivery(
+        self, account_id: str, endpoint_id: str, delivery_seq: int, now: float
+    ) -> bool: ...

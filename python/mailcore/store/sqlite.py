@@ -8,6 +8,7 @@ connection, both driven from worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,12 +27,24 @@ from ..errors import (
     NotFound,
     ValidationError,
 )
+from ..webhooks.events import (
+    CampaignCompletedData,
+    CampaignSentData,
+    ContactEventData,
+    EmailEventData,
+)
+from ..webhooks.events import record as record_event
 from .base import (
     AccountRow,
     CampaignRow,
     ContactChanges,
     ContactFilter,
     ContactRow,
+    DeliveryOutcome,
+    DeliveryRow,
+    DeliveryWork,
+    EndpointRow,
+    EventRecord,
     HoldRow,
     IdempotentReplay,
     RecipientResult,
@@ -200,6 +213,99 @@ def _place_hold(
         created_at=now,
         resolved_at=None,
     )
+
+
+def _emit(
+    conn: sqlite3.Connection,
+    events: Sequence[EventRecord],
+    now: float,
+    only: str | None = None,
+) -> int:
+    """The outbox, inside the caller's transaction: each event once, and a pending
+    delivery for every enabled endpoint of its account subscribed to its type."""
+    endpoints: dict[str, list[tuple[str, list[str]]]] = {}
+    queued = 0
+    for event in events:
+        subscribed = endpoints.get(event.account_id)
+        if subscribed is None:
+            subscribed = endpoints[event.account_id] = [
+                (r[0], _decode_tags(r[1]))
+                for r in conn.execute(
+                    "SELECT id, events FROM webhook_endpoints WHERE account_id = ? AND enabled = 1",
+                    (event.account_id,),
+                )
+            ]
+        targets = [
+            endpoint_id
+            for endpoint_id, types in subscribed
+            if (only is None and event.type in types) or endpoint_id == only
+        ]
+        if not targets:
+            continue  # nobody listens: no outbox row
+        cur = conn.execute(
+            "INSERT INTO events (id, account_id, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+            (event.id, event.account_id, event.type, event.payload, event.created_at),
+        )
+        conn.executemany(
+            "INSERT INTO webhook_deliveries (event_seq, endpoint_id, state, next_attempt_at) "
+            "VALUES (?, ?, 'pending', ?)",
+            ((cur.lastrowid, endpoint_id, now) for endpoint_id in targets),
+        )
+        queued += len(targets)
+    return queued
+
+
+def _listening(conn: sqlite3.Connection, account_id: str, types: Sequence[str]) -> bool:
+    """Whether any enabled endpoint of the account wants one of ``types`` (events nobody
+    listens to are not written at all)."""
+    for (events,) in conn.execute(
+        "SELECT events FROM webhook_endpoints WHERE account_id = ? AND enabled = 1", (account_id,)
+    ):
+        if set(_decode_tags(events)) & set(types):
+            return True
+    return False
+
+
+def _emit_email_events(
+    conn: sqlite3.Connection, results: Sequence[RecipientResult], now: str
+) -> None:
+    """email.delivered / email.bounced for recorded results, in the same transaction."""
+    final = [r for r in results if r.state in ("delivered", "bounced", "failed")]
+    by_campaign: dict[str, list[RecipientResult]] = {}
+    for r in final:
+        by_campaign.setdefault(r.campaign_id, []).append(r)
+    for campaign_id, group in by_campaign.items():
+        row = conn.execute(
+            "SELECT account_id FROM sends WHERE campaign_id = ?", (campaign_id,)
+        ).fetchone()
+        if row is None or not _listening(conn, row[0], ("email.delivered", "email.bounced")):
+            continue
+        account_id = row[0]
+        contacts: dict[int, tuple[str, str]] = {}
+        seqs = [r.contact_seq for r in group]
+        for i in range(0, len(seqs), _IN_CHUNK):
+            chunk = seqs[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for seq, cid, email in conn.execute(
+                f"SELECT seq, id, email FROM contacts WHERE seq IN ({marks})", chunk
+            ):
+                contacts[seq] = (cid, email)
+        records = []
+        for r in group:
+            cid, email = contacts.get(r.contact_seq, (None, None))
+            data = EmailEventData(
+                campaign_id=campaign_id,
+                contact_id=cid,
+                email=email,
+                email_id=f"{campaign_id}.{r.contact_seq}",
+                smtp_response=r.reply,
+                bounce_type=None
+                if r.state == "delivered"
+                else ("hard" if r.state == "bounced" else "soft"),
+            )
+            kind = "email.delivered" if r.state == "delivered" else "email.bounced"
+            records.append(record_event(account_id, kind, data, now))
+        _emit(conn, records, time.time())
 
 
 def _bump_revision(conn: sqlite3.Connection, account_id: str, n: int) -> int:
@@ -677,7 +783,9 @@ class SqliteStore(Store):
 
         return await self._write(tx)
 
-    async def unsubscribe_contact(self, contact_seq: int, now: str) -> bool:
+    async def unsubscribe_contact(
+        self, contact_seq: int, now: str, campaign_seq: int | None = None
+    ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT account_id FROM contacts WHERE seq = ? AND status = 'subscribed'",
@@ -691,6 +799,16 @@ class SqliteStore(Store):
                 "WHERE seq = ?",
                 (now, rev, contact_seq),
             )
+            cid, email = conn.execute(
+                "SELECT id, email FROM contacts WHERE seq = ?", (contact_seq,)
+            ).fetchone()
+            campaign = conn.execute(
+                "SELECT id FROM campaigns WHERE seq = ? AND account_id = ?", (campaign_seq, row[0])
+            ).fetchone()
+            data = ContactEventData(
+                contact_id=cid, email=email, campaign_id=campaign[0] if campaign else None
+            )
+            _emit(conn, [record_event(row[0], "contact.unsubscribed", data, now)], time.time())
             return True
 
         return await self._write(tx)
@@ -869,6 +987,10 @@ class SqliteStore(Store):
                 "INSERT INTO recipients (campaign_id, contact_seq, state) VALUES (?, ?, 'queued')",
                 ((campaign_id, seq) for seq in contact_seqs),
             )
+            sent = CampaignSentData(
+                campaign_id=campaign_id, audience_count=len(contact_seqs), hold_id=hold_id
+            )
+            _emit(conn, [record_event(account_id, "campaign.sent", sent, now)], time.time())
             return SendRow(
                 campaign_id=campaign_id,
                 account_id=account_id,
@@ -991,6 +1113,7 @@ class SqliteStore(Store):
                     for r in results
                 ),
             )
+            _emit_email_events(conn, results, now)
 
         await self._write(tx)
 
@@ -1075,6 +1198,28 @@ class SqliteStore(Store):
                 "UPDATE campaigns SET status = ?, updated_at = ? WHERE id = ?",
                 (final, now, campaign_id),
             )
+            counts = dict(
+                conn.execute(
+                    "SELECT state, count(*) FROM recipients WHERE campaign_id = ? GROUP BY state",
+                    (campaign_id,),
+                ).fetchall()
+            )
+            completed = CampaignCompletedData(
+                campaign_id=campaign_id,
+                status=final,  # type: ignore[arg-type]  # "sent" or "cancelled"
+                audience_count=send.audience_count,
+                delivered=delivered,
+                bounced=counts.get("bounced", 0),
+                failed=counts.get("failed", 0),
+                suppressed=counts.get("suppressed", 0),
+                cancelled=counts.get("cancelled", 0),
+                charged_micros=charge,
+            )
+            _emit(
+                conn,
+                [record_event(send.account_id, "campaign.completed", completed, now)],
+                time.time(),
+            )
             return msgspec.structs.replace(
                 send, status=final, completed_at=now, charged_micros=charge
             )
@@ -1151,3 +1296,227 @@ class SqliteStore(Store):
             )
 
         await self._write(tx)
+
+    # -- webhooks ------------------------------------------------------------------
+
+    _ENDPOINT_COLUMNS = (
+        "seq, id, account_id, url, events, enabled, disabled_reason, secret_version, "
+        "created_at, updated_at"
+    )
+
+    @staticmethod
+    def _endpoint(r: tuple[Any, ...]) -> EndpointRow:
+        return EndpointRow(
+            seq=r[0],
+            id=r[1],
+            account_id=r[2],
+            url=r[3],
+            events=_decode_tags(r[4]),
+            enabled=bool(r[5]),
+            disabled_reason=r[6],
+            secret_version=r[7],
+            created_at=r[8],
+            updated_at=r[9],
+        )
+
+    async def insert_endpoint(self, row: EndpointRow) -> EndpointRow:
+        def tx(conn: sqlite3.Connection) -> EndpointRow:
+            cur = conn.execute(
+                "INSERT INTO webhook_endpoints (id, account_id, url, events, enabled, "
+                "secret_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.account_id,
+                    row.url,
+                    _encode(row.events),
+                    int(row.enabled),
+                    row.secret_version,
+                    row.created_at,
+                    row.updated_at,
+                ),
+            )
+            assert cur.lastrowid is not None
+            row.seq = cur.lastrowid
+            return row
+
+        return await self._write(tx)
+
+    async def get_endpoint(self, account_id: str, endpoint_id: str) -> EndpointRow | None:
+        def q(conn: sqlite3.Connection) -> EndpointRow | None:
+            r = conn.execute(
+                f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints "
+                "WHERE account_id = ? AND id = ?",
+                (account_id, endpoint_id),
+            ).fetchone()
+            return None if r is None else self._endpoint(r)
+
+        return await self._read(q)
+
+    async def list_endpoints(self, account_id: str) -> list[EndpointRow]:
+        def q(conn: sqlite3.Connection) -> list[EndpointRow]:
+            return [
+                self._endpoint(r)
+                for r in conn.execute(
+                    f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints "
+                    "WHERE account_id = ? ORDER BY seq",
+                    (account_id,),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def update_endpoint(self, row: EndpointRow) -> EndpointRow:
+        def tx(conn: sqlite3.Connection) -> EndpointRow:
+            cur = conn.execute(
+                "UPDATE webhook_endpoints SET url = ?, events = ?, enabled = ?, "
+                "disabled_reason = ?, secret_version = ?, updated_at = ?, "
+                "failing_since = CASE WHEN ? THEN NULL ELSE failing_since END "
+                "WHERE account_id = ? AND id = ?",
+                (
+                    row.url,
+                    _encode(row.events),
+                    int(row.enabled),
+                    row.disabled_reason,
+                    row.secret_version,
+                    row.updated_at,
+                    int(row.enabled),
+                    row.account_id,
+                    row.id,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise NotFound(f"no webhook {row.id}")
+            return row
+
+        return await self._write(tx)
+
+    async def delete_endpoint(self, account_id: str, endpoint_id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM webhook_endpoints WHERE account_id = ? AND id = ?",
+                (account_id, endpoint_id),
+            )
+            if cur.rowcount:
+                conn.execute(
+                    "UPDATE webhook_deliveries SET state = 'failed', "
+                    "last_error = 'endpoint deleted' "
+                    "WHERE endpoint_id = ? AND state IN ('pending', 'sending')",
+                    (endpoint_id,),
+                )
+            return cur.rowcount == 1
+
+        return await self._write(tx)
+
+    async def emit(self, events: Sequence[EventRecord], now: float, only: str | None = None) -> int:
+        return await self._write(lambda conn: _emit(conn, events, now, only))
+
+    async def claim_deliveries(
+        self, limit: int, now: float, lease_until: float
+    ) -> list[DeliveryWork]:
+        def tx(conn: sqlite3.Connection) -> list[DeliveryWork]:
+            rows = conn.execute(
+                "SELECT d.seq, d.endpoint_id, w.url, w.secret_version, e.id, e.payload, d.attempts "
+                "FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id "
+                "JOIN events e ON e.seq = d.event_seq "
+                "WHERE ((d.state = 'pending' AND d.next_attempt_at <= ?) "
+                "OR (d.state = 'sending' AND d.lease_until < ?)) AND w.enabled = 1 "
+                "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET state = 'sending', lease_until = ? WHERE seq = ?",
+                ((lease_until, r[0]) for r in rows),
+            )
+            return [
+                DeliveryWork(
+                    delivery_seq=r[0],
+                    endpoint_id=r[1],
+                    url=r[2],
+                    secret_version=r[3],
+                    event_id=r[4],
+                    payload=r[5],
+                    attempts=r[6],
+                )
+                for r in rows
+            ]
+
+        return await self._write(tx)
+
+    async def record_deliveries(self, outcomes: Sequence[DeliveryOutcome], now: float) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            for o in outcomes:
+                state = "succeeded" if o.succeeded else "pending" if o.next_attempt_at else "failed"
+                conn.execute(
+                    "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, "
+                    "next_attempt_at = coalesce(?, next_attempt_at), lease_until = NULL, "
+                    "last_status = ?, last_error = ?, updated_at = ? WHERE seq = ?",
+                    (state, o.next_attempt_at, o.status, o.error, now, o.delivery_seq),
+                )
+                if o.succeeded:
+                    conn.execute(
+                        "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ?",
+                        (o.endpoint_id,),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ?) "
+                        "WHERE id = ?",
+                        (now, o.endpoint_id),
+                    )
+                if o.disable_endpoint:
+                    conn.execute(
+                        "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ? "
+                        "WHERE id = ?",
+                        (o.disable_endpoint, o.endpoint_id),
+                    )
+
+        await self._write(tx)
+
+    async def endpoint_failing_since(self, endpoint_id: str) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            r = conn.execute(
+                "SELECT failing_since FROM webhook_endpoints WHERE id = ?", (endpoint_id,)
+            ).fetchone()
+            return None if r is None or r[0] is None else float(r[0])
+
+        return await self._read(q)
+
+    async def list_deliveries(
+        self, account_id: str, endpoint_id: str, limit: int
+    ) -> list[DeliveryRow]:
+        def q(conn: sqlite3.Connection) -> list[DeliveryRow]:
+            return [
+                DeliveryRow(
+                    delivery_seq=r[0],
+                    event_id=r[1],
+                    event_type=r[2],
+                    state=r[3],
+                    attempts=r[4],
+                    last_status=r[5],
+                    last_error=r[6],
+                    next_attempt_at=r[7],
+                )
+                for r in conn.execute(
+                    "SELECT d.seq, e.id, e.type, d.state, d.attempts, d.last_status, "
+                    "d.last_error, d.next_attempt_at FROM webhook_deliveries d "
+                    "JOIN events e ON e.seq = d.event_seq "
+                    "WHERE d.endpoint_id = ? AND e.account_id = ? ORDER BY d.seq DESC LIMIT ?",
+                    (endpoint_id, account_id, limit),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def replay_delivery(
+        self, account_id: str, endpoint_id: str, delivery_seq: int, now: float
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = ? "
+                "WHERE seq = ? AND endpoint_id = ? AND state IN ('succeeded', 'failed') "
+                "AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = ?)",
+                (now, delivery_seq, endpoint_id, account_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(tx)

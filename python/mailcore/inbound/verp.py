@@ -1,0 +1,113 @@
+"""Signed VERP return paths: ``{local}+{token}@{domain}``.
+
+The token is base32 (lower-case, unpadded) of
+``varint(campaign_seq) ‖ varint(contact_seq) ‖ HMAC-SHA256(key, varints)[:10]``, so a
+bounce sent to the return path names the campaign and contact without any lookup, and
+cannot be forged or altered without the secret. ``key`` is derived from the secret
+(``SHA-256("mailcore-verp:" ‖ secret)``), the way :class:`mailcore.tokens.TokenSigner`
+derives its own, so sharing one application secret never lets one kind of token stand in
+for another. Decoding is case-insensitive (some MTAs lower- or upper-case addresses).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+
+_MAC_BYTES = 10
+_MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
+_MIN_TOKEN = 20  # two one-byte varints + MAC = 12 bytes → 20 base32 characters
+_BASE32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varints(data: bytes) -> list[int] | None:
+    numbers: list[int] = []
+    value = shift = 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            numbers.append(value)
+            value = shift = 0
+    return numbers if shift == 0 else None
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+class VerpCodec:
+    """Encode and verify signed VERP return paths with one secret."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("VERP secret must not be empty")
+        self._key = hashlib.sha256(b"mailcore-verp:" + secret).digest()
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def token(self, campaign_seq: int, contact_seq: int) -> str:
+        if campaign_seq < 0 or contact_seq < 0:
+            raise ValueError("sequence numbers must be non-negative")
+        payload = _varint(campaign_seq) + _varint(contact_seq)
+        return _b32(payload + self._mac(payload))
+
+    def encode(self, local: str, domain: str, campaign_seq: int, contact_seq: int) -> str:
+        """``{local}+{token}@{domain}``; ValueError when ``local`` is not a dot-atom,
+        ``domain`` is not a host name, or local part + token exceed 64 characters."""
+        if not _ATEXT.match(local):
+            raise ValueError(f"not a dot-atom local part: {local!r}")
+        if not _DOMAIN.match(domain):
+            raise ValueError(f"not a domain: {domain!r}")
+        tagged = f"{local}+{self.token(campaign_seq, contact_seq)}"
+        if len(tagged) > _MAX_LOCAL_PART:
+            raise ValueError(f"VERP local part {tagged!r} is longer than 64 characters")
+        return f"{tagged}@{domain}"
+
+    def decode(self, address: str) -> tuple[int, int] | None:
+        """``(campaign_seq, contact_seq)`` from a return path this codec signed; None for
+        any other address, or one whose token was altered or forged."""
+        addr = address.strip()
+        if addr.startswith("<") and addr.endswith(">"):
+            addr = addr[1:-1]
+        local, at, _ = addr.rpartition("@")
+        _, plus, token = local.rpartition("+")
+        if not at or not plus or not _MIN_TOKEN <= len(token) < _MAX_LOCAL_PART:
+            return None
+        token = token.lower()
+        if not set(token) <= _BASE32:
+            return None
+        try:
+            raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+        except (binascii.Error, ValueError):
+            return None
+        # Reject non-canonical spellings (stray bits in the last character).
+        if _b32(raw) != token:
+            return None
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        numbers = _read_varints(payload)
+        if numbers is None or len(numbers) != 2:
+            return None
+        return numbers[0], numbers[1]
