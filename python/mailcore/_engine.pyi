@@ -97,6 +97,17 @@ class MessageRenderer:
 
     Template errors raise ``TemplateError`` prefixed with the part name (``"subject: ..."``);
     invalid addresses, extra header names/values (CR/LF) raise ``EngineError``.
+
+    Tracking (off by default) is compiled once here; per message only the token is written.
+    ``tracking_base`` is an absolute http(s) URL without trailing ``/``, query or fragment,
+    required and validated when ``track_opens`` or ``track_clicks`` is set (else
+    ``EngineError``), ignored otherwise.
+    ``track_clicks`` rewrites the ``href`` of every ``<a>`` in the HTML whose value is a literal
+    absolute http(s) URL (no merge tag, no ``data-mc-notrack`` attribute on the tag) to
+    ``{tracking_base}/c/{token}/{link_id}``, where ``link_id`` indexes :attr:`links`; a text
+    part derived from the HTML shows the tracked URLs, a given ``text`` is left as is.
+    ``track_opens`` inserts a 1x1 ``<img src="{tracking_base}/o/{token}">`` before the last
+    ``</body>`` (or at the end).
     """
 
     def __init__(
@@ -110,11 +121,26 @@ class MessageRenderer:
         from_name: str | None,
         reply_to: str | None,
         headers: Sequence[tuple[str, str]] = (),
+        track_opens: bool = False,
+        track_clicks: bool = False,
+        tracking_base: str = "",
     ) -> None: ...
+    @property
+    def links(self) -> list[str]:
+        """Link table: distinct tracked URLs (entity-decoded) in order of first appearance;
+        a URL's index is its link id. Empty without click tracking."""
     def render(
-        self, values: Mapping[str, str], *, message_id: str, unsubscribe_url: str, date: str
+        self,
+        values: Mapping[str, str],
+        *,
+        message_id: str,
+        unsubscribe_url: str,
+        date: str,
+        tracking_token: str | None = None,
     ) -> bytes:
-        """Render one message; ``values["email"]`` is required (EngineError if missing/empty)."""
+        """Render one message; ``values["email"]`` is required (EngineError if missing/empty).
+
+        ``tracking_token`` (``[A-Za-z0-9_-]{1,256}``) is required when tracking is on."""
     def render_batch(
         self,
         values: Sequence[Mapping[str, str]],
@@ -122,5 +148,6 @@ class MessageRenderer:
         message_ids: Sequence[str],
         unsubscribe_urls: Sequence[str],
         date: str,
+        tracking_tokens: Sequence[str] | None = None,
     ) -> list[bytes]:
         """Render one message per recipient with the GIL released; lengths must match."""

@@ -22,6 +22,7 @@ from .models import (
     StatsCost,
 )
 from .pricing import CURRENCY, PRICE_PER_EMAIL_MICROS, estimate_micros, estimated_cost, usd
+from .sending.render import renderer_for
 from .store import CampaignRow
 from .validation import clean_tags, clean_text, normalize_email
 
@@ -76,6 +77,7 @@ def clean_definition(body: CampaignCreate) -> CampaignCreate:
             tags=tags, exclude_tags=clean_tags(body.audience.exclude_tags, "audience.excludeTags")
         ),
         content=body.content,
+        tracking=body.tracking,
     )
 
 
@@ -103,6 +105,7 @@ class Campaigns:
             reply_to=definition.reply_to,
             audience=definition.audience,
             content=definition.content,
+            tracking=definition.tracking,
             audience_count=count,
             estimated_cost=estimated_cost(count),
             currency=CURRENCY,
@@ -184,8 +187,15 @@ class Campaigns:
         if not members:
             raise ValidationError("the campaign's audience is empty", field="audience")
         now = iso(self._mc.clock())
+        links = renderer_for(definition, campaign_id, self._mc.settings.public_url).links
         send = await self._mc.store.start_send(
-            self.account_id, campaign_id, new_id("hold"), PRICE_PER_EMAIL_MICROS, members, now
+            self.account_id,
+            campaign_id,
+            new_id("hold"),
+            PRICE_PER_EMAIL_MICROS,
+            members,
+            now,
+            links,
         )
         self._mc.notify_send()
         return SendResult(
@@ -220,6 +230,8 @@ class Campaigns:
             counts = await self._mc.store.recipient_counts(campaign_id)
             last_error = send.last_error
         delivered = counts.get("delivered", 0)
+        engagement = await self._mc.store.engagement_counts(campaign_id)
+        feedback = await self._mc.store.feedback_counts(campaign_id)
         estimated = estimate_micros(audience)
         actual = (
             send.charged_micros
@@ -237,10 +249,14 @@ class Campaigns:
             suppressed=counts.get("suppressed", 0),
             cancelled=counts.get("cancelled", 0),
             pending=counts.get("queued", 0) + counts.get("sending", 0),
-            opened=0,
-            clicked=0,
-            complained=0,
-            unsubscribed=0,
+            opened=engagement.get("open", (0, 0))[0],
+            clicked=engagement.get("click", (0, 0))[0],
+            total_opens=engagement.get("open", (0, 0))[1],
+            total_clicks=engagement.get("click", (0, 0))[1],
+            hard_bounces=counts.get("bounced", 0) + feedback.get("hard_bounce", 0),
+            soft_bounces=counts.get("failed", 0) + feedback.get("soft_bounce", 0),
+            complained=feedback.get("complaint", 0),
+            unsubscribed=feedback.get("unsubscribe", 0),
             cost=StatsCost(
                 estimated=usd(estimated, 2),
                 actual=usd(actual, 2),

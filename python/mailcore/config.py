@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one
     # the recipient fails.
     retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
+    # VERP return paths (bounces+TOKEN@bounce_domain) so asynchronous bounces find their
+    # email; empty: the envelope sender is the campaign's from address. The inbound SMTP
+    # listener for them (and for feedback-loop reports) runs when the port is not 0.
+    bounce_domain: str = ""
+    inbound_smtp_port: int = 0
     # The domain of Message-IDs; empty: the campaign's from-address domain.
     message_id_domain: str = ""
     # Webhooks: seconds before each retry after the first attempt (the Standard Webhooks

@@ -128,6 +128,13 @@ class Content(_Wire, frozen=True):
     text: Annotated[str, Meta(max_length=2_000_000)] | None = None
 
 
+class Tracking(_Wire, frozen=True):
+    """Open pixel and click redirects (signed, opaque tokens; no address in any URL)."""
+
+    opens: bool = True
+    clicks: bool = True
+
+
 Subject = Annotated[str, Meta(min_length=1, max_length=998)]
 Preheader = Annotated[str, Meta(max_length=500)]
 
@@ -140,6 +147,7 @@ class CampaignCreate(_Wire, frozen=True):
     content: Content
     preheader: Preheader = ""
     reply_to: Email | None = None
+    tracking: Tracking = msgspec.field(default_factory=Tracking)
 
 
 class CampaignUpdate(_Wire, frozen=True):
@@ -150,6 +158,7 @@ class CampaignUpdate(_Wire, frozen=True):
     reply_to: Email | UnsetType | None = UNSET
     audience: Audience | UnsetType = UNSET
     content: Content | UnsetType = UNSET
+    tracking: Tracking | UnsetType = UNSET
 
 
 class Campaign(_Out, frozen=True):
@@ -162,6 +171,7 @@ class Campaign(_Out, frozen=True):
     reply_to: str | None
     audience: Audience
     content: Content
+    tracking: Tracking
     audience_count: int
     estimated_cost: Usd
     currency: str
@@ -207,6 +217,11 @@ class CampaignStats(_Out, frozen=True):
     pending: int
     opened: int
     clicked: int
+    total_opens: int
+    total_clicks: int
+    # Bounces of any time: at SMTP time and reported later by DSN (distinct contacts).
+    hard_bounces: int
+    soft_bounces: int
     complained: int
     unsubscribed: int
     cost: StatsCost

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 
 UNSUBSCRIBE = b"u"
+TRACKING = b"t"
 _MAC_BYTES = 16
 
 

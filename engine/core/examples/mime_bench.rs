@@ -1,21 +1,24 @@
 //! Quick throughput check of `MessageRenderer`:
-//! `cargo run --release -p mailcore-engine --example mime_bench [messages]`.
+//! `cargo run --release -p mailcore-engine --example mime_bench [messages] [track]`
+//! (`track` turns on open and click tracking).
 
 use std::time::Instant;
 
-use mailcore_engine::{MessageRenderer, MessageSpec, Recipient};
+use mailcore_engine::{MessageRenderer, MessageSpec, Recipient, Tracking};
 
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
+    let track = std::env::args().nth(2).is_some_and(|a| a == "track");
     let para = "<tr><td style=\"padding:12px;font-family:Arial,sans-serif;font-size:15px\">\
         <p>Hi {{ firstName | default: \"there\" }}, your <b>{{ customFields.plan }}</b> plan \
         renews soon. Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \
         tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam.</p>\
         <p><a href=\"https://acme.com/offer?c={{ customFields.city }}&amp;e={{ email }}\">\
-        See offers in {{ customFields.city }}</a></p></td></tr>\n";
+        See offers in {{ customFields.city }}</a> or <a href=\"https://acme.com/all?p=1&amp;s=2\">\
+        all offers</a></p></td></tr>\n";
     let mut html = String::from(
         "<!DOCTYPE html><html><head><style>body{margin:0}</style></head><body>\
          <table width=\"100%\">\n",
@@ -33,6 +36,11 @@ fn main() {
         from_name: Some("Acme News"),
         reply_to: Some("help@acme.com"),
         headers: &[("X-Mailcore-Campaign", "cmp_x")],
+        tracking: Tracking {
+            opens: track,
+            clicks: track,
+            base: "https://t.acme.com",
+        },
     })
     .expect("valid spec");
     let fields = renderer.fields().to_vec();
@@ -65,11 +73,15 @@ fn main() {
             values: &values[i],
             message_id: &ids[i],
             unsubscribe_url: &urls[i],
+            tracking_token: track.then_some("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_"),
         })
         .collect();
     let date = "Tue, 07 Jan 2025 10:00:00 +0000";
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("html template: {} bytes, {n} messages", html.len());
+    println!(
+        "html template: {} bytes, {n} messages, tracking {track}",
+        html.len()
+    );
     for threads in [1, cores] {
         // Chunks of 1024 whose output is dropped: compute scaling without page-fault noise.
         let start = Instant::now();

@@ -3,7 +3,8 @@
 //! * [`money`]: integer micro-dollar arithmetic, formatting and parsing.
 //! * [`template`]: the merge-tag template language (`{{ path | default: "x" }}`).
 //! * [`audience`]: roaring-bitmap audience index (tags × statuses).
-//! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers).
+//! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
+//!   [`tracking`] instruments the HTML part for open and click tracking).
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 
@@ -18,6 +19,7 @@ pub mod money;
 pub mod qp;
 pub mod template;
 pub mod text;
+pub mod tracking;
 
 pub use audience::{AudienceIndex, ContactId, Query, Status};
 pub use error::{Error, Result};
@@ -26,3 +28,4 @@ pub use money::{
     checked_decimals, cost_micros, format_micros, parse_usd, MICROS_PER_USD, PRICE_PER_EMAIL_MICROS,
 };
 pub use template::{html_escape_into, FieldPath, Segment, Template};
+pub use tracking::Tracking;

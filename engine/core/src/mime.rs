@@ -13,6 +13,11 @@
 //! --=_mc_<hash>--
 //! ```
 //!
+//! With [`Tracking`] on, the HTML part is instrumented once in [`MessageRenderer::new`] (see
+//! [`crate::tracking`]) and each [`Recipient`] supplies its tracking token. A text part
+//! derived from the HTML then shows the tracked URLs (`T (TRACKED_URL)`); a given `text`
+//! template is never rewritten.
+//!
 //! Header safety: every value written into a header is either validated (addresses,
 //! message id, URL, date, extra header names) or sanitised with [`header::sanitize`], so
 //! nothing from a value can start a new header line. The boundary starts with `=_`, which
@@ -25,6 +30,7 @@ use crate::header::{self, sanitize, trim_wsp, validate_address, validate_field_n
 use crate::qp;
 use crate::template::Template;
 use crate::text;
+use crate::tracking::{self, Tracking};
 
 /// Batches of at least this many messages are split across threads.
 pub const PARALLEL_THRESHOLD: usize = 256;
@@ -86,6 +92,8 @@ pub struct MessageSpec<'a> {
     pub reply_to: Option<&'a str>,
     /// Extra fixed headers (name, value).
     pub headers: &'a [(&'a str, &'a str)],
+    /// Open and click tracking (off by default).
+    pub tracking: Tracking<'a>,
 }
 
 /// One recipient of a render call.
@@ -97,6 +105,8 @@ pub struct Recipient<'a> {
     pub message_id: &'a str,
     /// Absolute http(s) unsubscribe URL.
     pub unsubscribe_url: &'a str,
+    /// Tracking token (`[A-Za-z0-9_-]+`); required when the renderer tracks opens or clicks.
+    pub tracking_token: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,9 +144,9 @@ impl Part {
         Ok(Part { template, index })
     }
 
-    fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool) {
+    fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool, token: &str) {
         self.template
-            .render_into_indexed(out, values, &self.index, html);
+            .render_into_indexed_with_token(out, values, &self.index, html, token);
     }
 }
 
@@ -148,6 +158,10 @@ pub struct MessageRenderer {
     html: Part,
     text: Option<Part>,
     fields: Vec<String>,
+    /// Whether messages carry a tracking token (open or click tracking is on).
+    tracked: bool,
+    /// Link table of click tracking: tracked URLs in order of first appearance.
+    links: Vec<String>,
     /// The `From:` field.
     from_line: Vec<u8>,
     /// The `Reply-To:` field (empty without a reply-to address).
@@ -176,7 +190,10 @@ impl MessageRenderer {
             .to_vec();
         let subject = Part::compile("subject", spec.subject, &mut fields)?;
         let preheader = Part::compile("preheader", spec.preheader, &mut fields)?;
-        let html = Part::compile("html", spec.html, &mut fields)?;
+        spec.tracking.validate()?;
+        let mut html = Part::compile("html", spec.html, &mut fields)?;
+        let (instrumented, links) = tracking::instrument(&html.template, &spec.tracking);
+        html.template = instrumented;
         let text = spec
             .text
             .map(|t| Part::compile("text", t, &mut fields))
@@ -238,6 +255,8 @@ impl MessageRenderer {
             html,
             text,
             fields,
+            tracked: spec.tracking.enabled(),
+            links,
             from_line,
             reply_to_line,
             tail_block,
@@ -249,6 +268,17 @@ impl MessageRenderer {
     /// `firstName`, `lastName`, then every other path the templates reference.
     pub fn fields(&self) -> &[String] {
         &self.fields
+    }
+
+    /// The link table: distinct tracked link URLs in order of first appearance (a link's
+    /// position is its id in `{base}/c/{token}/{id}`); empty without click tracking.
+    pub fn links(&self) -> &[String] {
+        &self.links
+    }
+
+    /// Whether messages need a [`Recipient::tracking_token`].
+    pub fn is_tracked(&self) -> bool {
+        self.tracked
     }
 
     /// Render one message.
@@ -319,17 +349,30 @@ impl MessageRenderer {
         validate_address("recipient", email)?;
         validate_token("message id", r.message_id, |c| c != '<' && c != '>')?;
         validate_url(r.unsubscribe_url)?;
+        let token = match r.tracking_token {
+            Some(token) => {
+                tracking::validate_token(token)?;
+                token
+            }
+            None if self.tracked => {
+                return Err(Error::Mime(
+                    "a tracking token is required when open or click tracking is on".into(),
+                ))
+            }
+            None => "",
+        };
 
         s.subject.clear();
         s.preheader.clear();
         s.html.clear();
         s.text.clear();
         s.name.clear();
-        self.subject.render_into(&mut s.subject, values, false);
-        self.preheader.render_into(&mut s.preheader, values, true);
-        self.html.render_into(&mut s.html, values, true);
+        self.subject.render_into(&mut s.subject, values, false, "");
+        self.preheader
+            .render_into(&mut s.preheader, values, true, "");
+        self.html.render_into(&mut s.html, values, true, token);
         match &self.text {
-            Some(part) => part.render_into(&mut s.text, values, false),
+            Some(part) => part.render_into(&mut s.text, values, false, ""),
             None => text::html_to_text_into(&mut s.text, &s.html),
         }
         if !s.preheader.trim().is_empty() {
@@ -474,6 +517,7 @@ mod tests {
             from_name: Some("Sarah at Acme"),
             reply_to: Some("help@acme.com"),
             headers: &[("X-Mailcore-Campaign", "cmp_x")],
+            tracking: Tracking::default(),
         }
     }
 
@@ -491,6 +535,7 @@ mod tests {
                 values: &vals,
                 message_id: id,
                 unsubscribe_url: "https://acme.com/u/tok",
+                tracking_token: None,
             },
             DATE,
         )
@@ -723,6 +768,7 @@ mod tests {
                 values: &vals,
                 message_id: "id",
                 unsubscribe_url: url,
+                tracking_token: None,
             };
             mime_err(r.render(&rec, DATE));
         }
@@ -730,6 +776,7 @@ mod tests {
             values: &vals,
             message_id: "id",
             unsubscribe_url: "HTTP://x",
+            tracking_token: None,
         };
         assert!(r.render(&rec, DATE).is_ok());
         for date in ["", "Tue\r\nBcc: x", "日"] {
@@ -829,6 +876,7 @@ mod tests {
                 values: &vals[i],
                 message_id: &ids[i],
                 unsubscribe_url: "https://u",
+                tracking_token: None,
             })
             .collect();
         let single: Vec<Vec<u8>> = recs
@@ -854,6 +902,147 @@ mod tests {
                 .render_batch_with_threads(&recs2, DATE, threads)
                 .unwrap_err();
             assert!(err.to_string().contains("\"bad\""), "{err}");
+        }
+    }
+
+    const TRACK_HTML: &str = "<html><body><p>Hi {{ firstName }}</p>\
+        <a href=\"https://acme.com/a?x=1&amp;y=2\">Shop</a> \
+        <a href=\"https://acme.com/p/{{ customFields.plan }}\">Plan</a> \
+        <a data-mc-notrack href=\"https://acme.com/raw\">Raw</a> \
+        <a href='https://acme.com/a?x=1&amp;y=2'>https://acme.com/a?x=1&y=2</a></body></html>";
+
+    fn tracked_spec<'a>(opens: bool, clicks: bool) -> MessageSpec<'a> {
+        MessageSpec {
+            html: TRACK_HTML,
+            preheader: "",
+            tracking: Tracking {
+                opens,
+                clicks,
+                base: "https://t.acme.com",
+            },
+            ..spec()
+        }
+    }
+
+    fn render_tok(r: &MessageRenderer, token: Option<&str>) -> Result<Vec<u8>> {
+        let vals = values(r, &[("email", "a@x.io"), ("firstName", "Ann")]);
+        r.render(
+            &Recipient {
+                values: &vals,
+                message_id: "id",
+                unsubscribe_url: "https://acme.com/u/tok",
+                tracking_token: token,
+            },
+            DATE,
+        )
+    }
+
+    #[test]
+    fn tracking_rewrites_html_and_derived_text() {
+        let r = MessageRenderer::new(&tracked_spec(true, true)).unwrap();
+        assert!(r.is_tracked());
+        assert_eq!(r.links(), ["https://acme.com/a?x=1&y=2"]);
+        let p = parse(&render_tok(&r, Some("tok_A-1")).unwrap());
+        let c0 = "https://t.acme.com/c/tok_A-1/0";
+        let pixel = "<img src=\"https://t.acme.com/o/tok_A-1\" width=\"1\" height=\"1\" alt=\"\" \
+            style=\"display:block;width:1px;height:1px;border:0\" />";
+        assert_eq!(
+            p.html,
+            TRACK_HTML
+                .replace("{{ firstName }}", "Ann")
+                .replace("{{ customFields.plan }}", "")
+                .replace("https://acme.com/a?x=1&amp;y=2", c0)
+                .replace("</body>", &format!("{pixel}</body>"))
+        );
+        assert_eq!(
+            p.text,
+            format!(
+                "Hi Ann\r\n\r\nShop ({c0}) Plan (https://acme.com/p/) Raw (https://acme.com/raw) \
+                 https://acme.com/a?x=1&y=2 ({c0})"
+            )
+        );
+        // a given text template is left as is
+        let r = MessageRenderer::new(&MessageSpec {
+            text: Some("See https://acme.com/a?x=1&y=2"),
+            ..tracked_spec(true, true)
+        })
+        .unwrap();
+        let p = parse(&render_tok(&r, Some("t")).unwrap());
+        assert_eq!(p.text, "See https://acme.com/a?x=1&y=2");
+        assert!(p.html.contains("https://t.acme.com/c/t/0"));
+    }
+
+    #[test]
+    fn tracking_off_is_unchanged_and_tokens_are_checked() {
+        let off = MessageRenderer::new(&tracked_spec(false, false)).unwrap();
+        assert!(!off.is_tracked() && off.links().is_empty());
+        let plain = MessageRenderer::new(&MessageSpec {
+            tracking: Tracking::default(),
+            ..tracked_spec(false, false)
+        })
+        .unwrap();
+        assert_eq!(
+            render_tok(&off, None).unwrap(),
+            render_tok(&plain, None).unwrap()
+        );
+        // a token given while tracking is off is validated, then ignored
+        assert_eq!(
+            render_tok(&off, Some("x")).unwrap(),
+            render_tok(&plain, None).unwrap()
+        );
+        assert!(matches!(render_tok(&off, Some("a b")), Err(Error::Mime(_))));
+        for (opens, clicks) in [(true, false), (false, true), (true, true)] {
+            let r = MessageRenderer::new(&tracked_spec(opens, clicks)).unwrap();
+            assert_eq!(r.links().len(), usize::from(clicks));
+            let e = render_tok(&r, None).unwrap_err();
+            assert!(e.to_string().contains("tracking token is required"), "{e}");
+            for bad in ["", "a/b", "a\r\nb", "ä", "a=b", "<x>"] {
+                assert!(
+                    matches!(render_tok(&r, Some(bad)), Err(Error::Mime(_))),
+                    "{bad:?}"
+                );
+            }
+            let html = parse(&render_tok(&r, Some("T0")).unwrap()).html;
+            assert_eq!(html.contains("/o/T0\""), opens);
+            assert_eq!(html.contains("/c/T0/0\""), clicks);
+        }
+        for base in ["", "https://t.io/", "ftp://t.io", "https://t.io?x"] {
+            let e = MessageRenderer::new(&MessageSpec {
+                tracking: Tracking {
+                    opens: true,
+                    clicks: false,
+                    base,
+                },
+                ..spec()
+            })
+            .unwrap_err();
+            assert!(matches!(e, Error::Mime(_)), "{base:?}");
+        }
+    }
+
+    #[test]
+    fn tracked_batch_matches_single() {
+        let r = MessageRenderer::new(&tracked_spec(true, true)).unwrap();
+        let emails: Vec<String> = (0..300).map(|i| format!("u{i}@x.io")).collect();
+        let ids: Vec<String> = (0..300).map(|i| format!("m{i}@x")).collect();
+        let tokens: Vec<String> = (0..300).map(|i| format!("tok{i}")).collect();
+        let vals: Vec<Vec<Option<&str>>> = (0..300)
+            .map(|i| values(&r, &[("email", &emails[i])]))
+            .collect();
+        let recs: Vec<Recipient<'_>> = (0..300)
+            .map(|i| Recipient {
+                values: &vals[i],
+                message_id: &ids[i],
+                unsubscribe_url: "https://u",
+                tracking_token: Some(&tokens[i]),
+            })
+            .collect();
+        let batch = r.render_batch_with_threads(&recs, DATE, 3).unwrap();
+        for (i, msg) in batch.iter().enumerate() {
+            assert_eq!(*msg, r.render(&recs[i], DATE).unwrap());
+            let html = parse(msg).html;
+            assert!(html.contains(&format!("/c/tok{i}/0\"")));
+            assert!(html.contains(&format!("/o/tok{i}\"")));
         }
     }
 }

@@ -92,6 +92,10 @@ pub enum Segment {
         /// Used when the value is missing or empty.
         default: Option<String>,
     },
+    /// The recipient's tracking token, written verbatim. [`Template::compile`] never
+    /// produces it; the message renderer adds it when it instruments the HTML part for
+    /// click and open tracking (see `crate::tracking`).
+    Token,
 }
 
 /// A compiled template.
@@ -175,6 +179,35 @@ impl Template {
         self.literal_len
     }
 
+    /// A copy with `segments` in place of the compiled ones (same source and fields; adjacent
+    /// literals are merged). Every field index in `segments` must be one of this template's.
+    pub(crate) fn with_segments(&self, segments: Vec<Segment>) -> Template {
+        let mut merged: Vec<Segment> = Vec::with_capacity(segments.len());
+        let mut literal_len = 0;
+        for segment in segments {
+            match (segment, merged.last_mut()) {
+                (Segment::Literal(text), _) if text.is_empty() => {}
+                (Segment::Literal(text), Some(Segment::Literal(prev))) => {
+                    literal_len += text.len();
+                    prev.push_str(&text);
+                }
+                (segment, _) => {
+                    if let Segment::Literal(text) = &segment {
+                        literal_len += text.len();
+                    }
+                    merged.push(segment);
+                }
+            }
+        }
+        Template {
+            source: self.source.clone(),
+            segments: merged,
+            fields: self.fields.clone(),
+            field_paths: self.field_paths.clone(),
+            literal_len,
+        }
+    }
+
     /// Render with positional values: `values[i]` is the value of `fields()[i]`
     /// (`None`, an empty string or a missing index all mean "no value").
     /// With `html`, substituted values and defaults are HTML-escaped; literal text never is.
@@ -186,7 +219,7 @@ impl Template {
 
     /// Like [`Template::render`] but appends to `out` (lets batch renderers reuse buffers).
     pub fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool) {
-        self.render_by(out, |field| values.get(field).copied().flatten(), html);
+        self.render_by(out, |field| values.get(field).copied().flatten(), html, "");
     }
 
     /// Like [`Template::render_into`] with values indexed through `index`: the value of
@@ -199,6 +232,19 @@ impl Template {
         index: &[usize],
         html: bool,
     ) {
+        self.render_into_indexed_with_token(out, values, index, html, "");
+    }
+
+    /// Like [`Template::render_into_indexed`], writing `token` (verbatim) for every
+    /// [`Segment::Token`]; the other methods write nothing for a token slot.
+    pub fn render_into_indexed_with_token(
+        &self,
+        out: &mut String,
+        values: &[Option<&str>],
+        index: &[usize],
+        html: bool,
+        token: &str,
+    ) {
         self.render_by(
             out,
             |field| {
@@ -207,6 +253,7 @@ impl Template {
                     .and_then(|&i| values.get(i).copied().flatten())
             },
             html,
+            token,
         );
     }
 
@@ -215,10 +262,12 @@ impl Template {
         out: &mut String,
         value: impl Fn(usize) -> Option<&'v str>,
         html: bool,
+        token: &str,
     ) {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
+                Segment::Token => out.push_str(token),
                 Segment::Field { field, default } => {
                     let text = match value(*field) {
                         Some(v) if !v.is_empty() => Some(v),
@@ -247,7 +296,7 @@ impl Template {
             .segments
             .iter()
             .map(|s| match s {
-                Segment::Literal(_) => 0,
+                Segment::Literal(_) | Segment::Token => 0,
                 Segment::Field { field, default } => {
                     resolve(values, *field, default.as_deref()).map_or(0, str::len)
                 }

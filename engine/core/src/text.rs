@@ -257,7 +257,7 @@ impl Builder<'_> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TagKind {
+pub(crate) enum TagKind {
     Open,
     Close,
     /// Comment, declaration or processing instruction.
@@ -265,14 +265,14 @@ enum TagKind {
 }
 
 #[derive(Debug)]
-struct Tag {
-    kind: TagKind,
+pub(crate) struct Tag {
+    pub(crate) kind: TagKind,
     /// Byte range of the tag name.
-    name: (usize, usize),
+    pub(crate) name: (usize, usize),
     /// Byte range of the attribute text.
-    attrs: (usize, usize),
+    pub(crate) attrs: (usize, usize),
     /// Byte offset just past the tag.
-    end: usize,
+    pub(crate) end: usize,
 }
 
 /// Byte offset just past the `>` that ends a tag whose attributes start at `from`,
@@ -293,7 +293,7 @@ fn tag_end(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Parse markup at `i` (which holds `<`); `None` means the `<` is literal text.
-fn parse_tag(html: &str, i: usize) -> Option<Tag> {
+pub(crate) fn parse_tag(html: &str, i: usize) -> Option<Tag> {
     let bytes = html.as_bytes();
     let other = |end| Tag {
         kind: TagKind::Other,
@@ -345,7 +345,7 @@ fn name_end(bytes: &[u8], mut i: usize) -> usize {
 }
 
 /// Skip to just past `</name …>` (ASCII case-insensitive) or to the end of the input.
-fn skip_element(html: &str, from: usize, name: &str) -> usize {
+pub(crate) fn skip_element(html: &str, from: usize, name: &str) -> usize {
     let bytes = html.as_bytes();
     let mut i = from;
     while let Some(rel) = html[i..].find("</") {
@@ -366,16 +366,30 @@ fn skip_element(html: &str, from: usize, name: &str) -> usize {
 
 /// The raw value of attribute `want` in the attribute text `html[from..to]`.
 fn attr_value<'a>(html: &'a str, from: usize, to: usize, want: &str) -> Option<&'a str> {
+    attrs(html, from, to)
+        .find(|a| html[a.name.0..a.name.1].eq_ignore_ascii_case(want))
+        .map(|a| &html[a.value.0..a.value.1])
+}
+
+/// One attribute of a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attr {
+    /// Byte range of the name.
+    pub(crate) name: (usize, usize),
+    /// Byte range of the raw value (inside the quotes; empty without a value).
+    pub(crate) value: (usize, usize),
+    /// The quote around the value (`"` or `'`), `None` for unquoted or missing values.
+    pub(crate) quote: Option<u8>,
+}
+
+/// The attributes in the attribute text `html[from..to]`, in order.
+pub(crate) fn attrs(html: &str, from: usize, to: usize) -> impl Iterator<Item = Attr> + '_ {
     let bytes = html.as_bytes();
     let mut i = from;
-    let skip_ws = |mut i: usize| {
+    std::iter::from_fn(move || {
         while i < to && (bytes[i].is_ascii_whitespace() || bytes[i] == b'/') {
             i += 1;
         }
-        i
-    };
-    loop {
-        i = skip_ws(i);
         if i >= to {
             return None;
         }
@@ -383,11 +397,11 @@ fn attr_value<'a>(html: &'a str, from: usize, to: usize, want: &str) -> Option<&
         while i < to && !bytes[i].is_ascii_whitespace() && !matches!(bytes[i], b'=' | b'/') {
             i += 1;
         }
-        let name = &html[name_start..i];
+        let name = (name_start, i);
         while i < to && bytes[i].is_ascii_whitespace() {
             i += 1;
         }
-        let value = if i < to && bytes[i] == b'=' {
+        let (value, quote) = if i < to && bytes[i] == b'=' {
             i += 1;
             while i < to && bytes[i].is_ascii_whitespace() {
                 i += 1;
@@ -397,25 +411,23 @@ fn attr_value<'a>(html: &'a str, from: usize, to: usize, want: &str) -> Option<&
                     let close = html[i + 1..to]
                         .find(char::from(q))
                         .map_or(to, |p| i + 1 + p);
-                    let v = &html[i + 1..close];
+                    let v = (i + 1, close);
                     i = (close + 1).min(to);
-                    v
+                    (v, Some(q))
                 }
                 _ => {
                     let start = i;
                     while i < to && !bytes[i].is_ascii_whitespace() {
                         i += 1;
                     }
-                    &html[start..i]
+                    ((start, i), None)
                 }
             }
         } else {
-            ""
+            ((i, i), None)
         };
-        if name.eq_ignore_ascii_case(want) {
-            return Some(value);
-        }
-    }
+        Some(Attr { name, value, quote })
+    })
 }
 
 /// Decode the character reference at `i` (which holds `&`): the char and the offset after
@@ -471,7 +483,8 @@ fn collapse_ws(s: &str) -> String {
     out
 }
 
-fn decode_entities(s: &str) -> String {
+/// Decode the character references of `s` (the ones [`html_to_text`] decodes).
+pub(crate) fn decode_entities(s: &str) -> String {
     if !s.contains('&') {
         return s.to_owned();
     }

@@ -317,7 +317,8 @@ fn extract_values(
 impl PyMessageRenderer {
     #[new]
     #[pyo3(signature = (
-        *, subject, preheader, html, text, from_email, from_name, reply_to, headers = Vec::new()
+        *, subject, preheader, html, text, from_email, from_name, reply_to, headers = Vec::new(),
+        track_opens = false, track_clicks = false, tracking_base = ""
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -329,6 +330,9 @@ impl PyMessageRenderer {
         from_name: Option<&str>,
         reply_to: Option<&str>,
         headers: Vec<(PyBackedStr, PyBackedStr)>,
+        track_opens: bool,
+        track_clicks: bool,
+        tracking_base: &str,
     ) -> EngineResult<Self> {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (&**n, &**v)).collect();
         let spec = engine::MessageSpec {
@@ -340,14 +344,25 @@ impl PyMessageRenderer {
             from_name,
             reply_to,
             headers: &headers,
+            tracking: engine::Tracking {
+                opens: track_opens,
+                clicks: track_clicks,
+                base: tracking_base,
+            },
         };
         Ok(PyMessageRenderer {
             inner: engine::MessageRenderer::new(&spec)?,
         })
     }
 
+    /// The link table: distinct tracked link URLs in order of first appearance (index = id).
+    #[getter]
+    fn links(&self) -> Vec<String> {
+        self.inner.links().to_vec()
+    }
+
     /// Render one complete RFC 5322 message (CRLF line endings, not dot-stuffed).
-    #[pyo3(signature = (values, *, message_id, unsubscribe_url, date))]
+    #[pyo3(signature = (values, *, message_id, unsubscribe_url, date, tracking_token = None))]
     fn render<'py>(
         &self,
         py: Python<'py>,
@@ -355,6 +370,7 @@ impl PyMessageRenderer {
         message_id: &str,
         unsubscribe_url: &str,
         date: &str,
+        tracking_token: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let fields = self.inner.fields();
         let mut owned = Vec::with_capacity(fields.len());
@@ -364,6 +380,7 @@ impl PyMessageRenderer {
             values: &borrowed,
             message_id,
             unsubscribe_url,
+            tracking_token,
         };
         let inner = &self.inner;
         let message = without_gil(py, || inner.render(&recipient, date)).map_err(EngineErr)?;
@@ -372,7 +389,7 @@ impl PyMessageRenderer {
 
     /// Render one message per recipient; inputs are converted under the GIL, rendering runs
     /// with the GIL released (large batches use every core).
-    #[pyo3(signature = (values, *, message_ids, unsubscribe_urls, date))]
+    #[pyo3(signature = (values, *, message_ids, unsubscribe_urls, date, tracking_tokens = None))]
     fn render_batch<'py>(
         &self,
         py: Python<'py>,
@@ -380,11 +397,16 @@ impl PyMessageRenderer {
         message_ids: Vec<PyBackedStr>,
         unsubscribe_urls: Vec<PyBackedStr>,
         date: &str,
+        tracking_tokens: Option<Vec<PyBackedStr>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let n = values.len();
-        if message_ids.len() != n || unsubscribe_urls.len() != n {
+        let tokens_len = tracking_tokens.as_ref().map_or(n, Vec::len);
+        if message_ids.len() != n || unsubscribe_urls.len() != n || tokens_len != n {
+            let tokens = tracking_tokens
+                .as_ref()
+                .map_or(String::new(), |t| format!(", {} tracking_tokens", t.len()));
             return Err(EngineErr(engine::Error::Mime(format!(
-                "batch length mismatch: {n} values, {} message_ids, {} unsubscribe_urls",
+                "batch length mismatch: {n} values, {} message_ids, {} unsubscribe_urls{tokens}",
                 message_ids.len(),
                 unsubscribe_urls.len()
             )))
@@ -402,6 +424,7 @@ impl PyMessageRenderer {
                 values: &borrowed[i * k..(i + 1) * k],
                 message_id: &message_ids[i],
                 unsubscribe_url: &unsubscribe_urls[i],
+                tracking_token: tracking_tokens.as_ref().map(|t| &*t[i]),
             })
             .collect();
         let inner = &self.inner;

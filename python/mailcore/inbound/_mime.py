@@ -33,6 +33,7 @@ _MAX_PARTS = 200
 _MAX_DEPTH = 8
 _MAX_VALUE = 998
 _MAX_TEXT = 256 * 1024
+_MAX_HEADER = 4096
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 ftext
@@ -69,6 +70,7 @@ def clean(value: str | None) -> str | None:
 
 def decode_words(value: str) -> str:
     """RFC 2047 encoded words decoded, best effort (unknown charsets decode as UTF-8)."""
+    value = value[:_MAX_HEADER]
     try:
         chunks = decode_header(value)
     except (HeaderParseError, ValueError, LookupError):
@@ -209,23 +211,25 @@ def field_blocks(text: str) -> list[list[tuple[str, str]]]:
     """RFC 822-style field blocks (blank-line separated, folded lines joined) as
     (lower-cased name, raw value) pairs; lines that are not fields are skipped."""
     blocks: list[list[tuple[str, str]]] = []
-    current: list[tuple[str, str]] = []
+    current: list[tuple[str, list[str]]] = []
+
+    def close() -> None:
+        if current:
+            blocks.append([(name, " ".join(parts)) for name, parts in current])
+            current.clear()
+
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line.strip():
-            if current:
-                blocks.append(current)
-                current = []
+            close()
         elif line[0] in " \t":
             if current:
-                name, value = current[-1]
-                current[-1] = (name, f"{value} {line.strip()}")
+                current[-1][1].append(line.strip())
         else:
             name, colon, value = line.partition(":")
             name = name.strip()
             if colon and _FIELD_NAME.match(name):
-                current.append((name.lower(), value.strip()))
-    if current:
-        blocks.append(current)
+                current.append((name.lower(), [value.strip()]))
+    close()
     return blocks
 
 
@@ -253,6 +257,14 @@ def _unitext_char(match: re.Match[str]) -> str:
     if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
         return match.group(0)
     return chr(code)
+
+
+def host(value: str | None) -> str | None:
+    """A typed MTA name (``dns; mx.example.net. (comment)``) → ``mx.example.net``."""
+    text = untyped(value)
+    if text is None:
+        return None
+    return text.split("(")[0].strip().rstrip(".") or None
 
 
 def address(value: str | None) -> str | None:

@@ -83,9 +83,10 @@ def parse_bounce_heuristic(raw: bytes) -> Dsn | None:
       ``failure notice``, ``Returned mail:``, ``Undeliverable:``, …) or a
       MAILER-DAEMON/postmaster sender; subjects about delays or warnings are rejected;
     * the explanatory text carries a 5xx SMTP reply and no sign of a temporary failure;
-    * exactly one recipient is named there (addresses of the bounce itself, of the
-      returned original's sender, MAIL FROM and mailer-daemon addresses are ignored), or
-      the returned original's To is among those named.
+    * the failed recipient is known: the one address in ``X-Failed-Recipients`` (several
+      there → None), else the returned original's To when the text names it, else the
+      only address the text names (ignoring the bounce's own addresses, the original's
+      sender and Message-ID, MAIL FROM in transcripts, and mailer-daemon/postmaster).
 
     The result has one recipient: action ``failed``, the enhanced status next to the
     reply (``5.0.0`` when absent), the reply line as diagnostic; no reporting MTA.
@@ -104,7 +105,7 @@ def dsn_from_message(msg: Message) -> Dsn | None:
     for block in _mime.field_blocks(_mime.part_text(status_part)):
         fields = _mime.first_fields(block)
         if reporting_mta is None:
-            reporting_mta = _mime.untyped(fields.get("reporting-mta"))
+            reporting_mta = _mime.host(fields.get("reporting-mta"))
         recipient = _recipient(fields)
         if recipient is not None:
             recipients.append(recipient)
@@ -125,7 +126,7 @@ def _recipient(fields: Mapping[str, str]) -> DsnRecipient | None:
     if final is None:
         return None
     diagnostic = _mime.untyped(fields.get("diagnostic-code"))
-    status = _status(fields.get("status"), diagnostic)
+    status = _status(_mime.clean(fields.get("status")), diagnostic)
     words = (_mime.clean(fields.get("action")) or "").lower().split()
     action = words[0] if words and words[0] in ACTIONS else _ACTION_BY_CLASS.get(status[:1], "")
     return DsnRecipient(
@@ -134,7 +135,7 @@ def _recipient(fields: Mapping[str, str]) -> DsnRecipient | None:
         action=action,
         status=status,
         diagnostic=diagnostic,
-        remote_mta=_mime.untyped(fields.get("remote-mta")),
+        remote_mta=_mime.host(fields.get("remote-mta")),
     )
 
 
@@ -181,10 +182,10 @@ _ENHANCED = re.compile(r"(?<![\w.])5\.\d{1,3}\.\d{1,3}(?![\w.])")
 # Envelope senders and message ids in transcripts are never the failed recipient.
 _NOT_RECIPIENT = re.compile(r"(?:MAIL\s+FROM|Message-ID):\s*<[^<>\n]*>", re.IGNORECASE)
 _REMOTE_HOST = re.compile(r"\bhost\s+([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\.?\s*\[")
-_COPY_MARKER = re.compile(
-    r"^[ \t]*-{2,}.*\b(?:copy\s+of|original|returned|undelivered)\b.*\b(?:message|headers)\b.*$",
-    re.IGNORECASE | re.MULTILINE,
-)
+# A dashed line announcing the inline copy of the returned message, e.g. Exim's
+# "------ This is a copy of the message, including all the headers. ------" or qmail's
+# "--- Below this line is a copy of the message.".
+_COPY_WORDS = ("copy of", "original", "returned", "undelivered")
 
 
 def heuristic_from_message(msg: Message) -> Dsn | None:
@@ -215,8 +216,13 @@ def heuristic_from_message(msg: Message) -> Dsn | None:
         key = candidate.lower()
         if key not in ignored and not _is_daemon(candidate):
             named.setdefault(key, candidate)
+    failed = _addresses(_mime.header(msg, "x-failed-recipients") or "")
     original_to = [a.lower() for a in _addresses(original_fields.get("to", ""))]
-    if len(original_to) == 1 and original_to[0] in named:
+    if failed:  # set by the bouncing MTA itself (Exim, Gmail)
+        if len(failed) != 1:
+            return None
+        recipient = failed[0]
+    elif len(original_to) == 1 and original_to[0] in named:
         recipient = named[original_to[0]]
     elif len(named) == 1:
         (recipient,) = named.values()
@@ -260,13 +266,32 @@ def _explanation_and_original(msg: Message) -> tuple[str, dict[str, str]]:
         ):
             texts.append(_mime.leaf_text(part))
     text = _mime.unsurrogate("\n".join(texts))
-    marker = _COPY_MARKER.search(text)
+    marker = _copy_marker(text)
     if marker is not None:
+        start, end = marker
         if not original:
-            blocks = _mime.field_blocks(text[marker.end() :])
+            blocks = _mime.field_blocks(text[end:])
             original = _mime.first_fields(blocks[0]) if blocks else {}
-        text = text[: marker.start()]
+        text = text[:start]
     return text, original
+
+
+def _copy_marker(text: str) -> tuple[int, int] | None:
+    """Start and end offsets of the line introducing an inline copy of the message."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        line = text[start:end].strip().lower()
+        if (
+            line.startswith("--")
+            and len(line) <= 200
+            and ("message" in line or "headers" in line)
+            and any(word in line for word in _COPY_WORDS)
+        ):
+            return start, end
+        start = end
+    return None
 
 
 def _addresses(text: str) -> list[str]:

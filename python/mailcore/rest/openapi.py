@@ -13,7 +13,7 @@ import msgspec
 
 from .. import __version__
 from ..models import ErrorResponse
-from .routes import CSV, ENDPOINTS, JSON
+from .routes import ENDPOINTS, JSON
 
 _REF = "#/components/schemas/{name}"
 _ERRORS = {
@@ -85,22 +85,21 @@ def openapi() -> dict[str, Any]:
         if e.body is not None:
             op["requestBody"] = {"required": True, "content": {JSON: {"schema": by_type[e.body]}}}
         elif e.large_body:
+            import_schema = {
+                "type": "object",
+                "properties": {
+                    "contacts": {
+                        "type": "array",
+                        "items": {"$ref": _REF.format(name="ContactCreate")},
+                    }
+                },
+                "required": ["contacts"],
+            }
             op["requestBody"] = {
                 "required": True,
                 "content": {
-                    JSON: {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "contacts": {
-                                    "type": "array",
-                                    "items": {"$ref": _REF.format(name="ContactCreate")},
-                                }
-                            },
-                            "required": ["contacts"],
-                        }
-                    },
-                    CSV: {"schema": {"type": "string"}},
+                    ct: {"schema": import_schema if ct == JSON else {"type": "string"}}
+                    for ct in e.content_types
                 },
             }
         paths.setdefault(e.path, {})[e.method.lower()] = op

@@ -14,6 +14,7 @@ from ..campaigns import DEFAULT_PAGE as CAMPAIGN_PAGE
 from ..contacts import DEFAULT_PAGE as CONTACT_PAGE
 from ..errors import UnsupportedMediaType, ValidationError
 from ..facade import AccountScope, Mailcore
+from ..feedback import FeedbackResult
 from ..models import (
     Campaign,
     CampaignCreate,
@@ -226,6 +227,14 @@ async def replay_delivery(call: Call) -> tuple[int, Any]:
     return 202, Deleted(id=p["delivery"], deleted=False)
 
 
+async def inbound_report(call: Call) -> tuple[int, Any]:
+    """A raw DSN or ARF report, applied within the caller's account."""
+    from ..feedback import FeedbackProcessor
+
+    scope = _scope(call)
+    return 200, await FeedbackProcessor(call.mc).process(call.raw_body, account_id=scope.account_id)
+
+
 # -- wallet and pricing -------------------------------------------------------------
 
 
@@ -382,6 +391,15 @@ ENDPOINTS: list[Endpoint] = [
         "Deliver a finished delivery again",
         Deleted,
         status=202,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/inbound",
+        inbound_report,
+        "Apply a raw bounce (RFC 3464 DSN) or complaint (ARF) report",
+        FeedbackResult,
+        content_types=("message/rfc822", "text/plain"),
+        large_body=True,
     ),
     Endpoint("GET", "/v1/wallet", get_wallet, "The wallet: balance, available, open holds", Wallet),
     Endpoint(

@@ -42,4 +42,8 @@ async def run(settings: Settings, *, sender: bool = True) -> None:
         if sender:
             await nursery.start(mc.run_sender)
             await nursery.start(mc.run_webhooks)
+        if settings.inbound_smtp_port:
+            from ..feedback import run_inbound
+
+            await nursery.start(run_inbound, mc)
         await nursery.start(serve, mc)

@@ -186,7 +186,7 @@ class Dispatcher:
                     campaign_id=send.campaign_id,
                     contact_seq=w.contact_seq,
                     attempts=w.attempts,
-                    sender=renderer.sender,
+                    sender=renderer.envelope_sender(w.contact_seq),
                     recipient=w.email,
                     content=content,
                 )
@@ -206,6 +206,8 @@ class Dispatcher:
                 message_id_domain=self.settings.message_id_domain,
                 signer=self._signer,
                 clock=self.mc.clock,
+                bounce_domain=self.settings.bounce_domain,
+                secret_key=self.mc.secret_key,
             )
             self._renderers[send.campaign_id] = renderer
         return renderer

@@ -9,14 +9,22 @@ import msgspec
 
 from .. import _engine
 from ..ids import Clock
+from ..inbound.verp import VerpCodec
 from ..models import CampaignCreate
 from ..store import RecipientWork
-from ..tokens import UNSUBSCRIBE, TokenSigner
+from ..tokens import TRACKING, UNSUBSCRIBE, TokenSigner
 
 _json = msgspec.json.Encoder()
 
 
-def renderer_for(definition: CampaignCreate, campaign_id: str) -> _engine.MessageRenderer:
+def verp_codec(secret_key: str) -> VerpCodec:
+    """The VERP codec of this installation (it derives its own key from the secret)."""
+    return VerpCodec(secret_key.encode())
+
+
+def renderer_for(
+    definition: CampaignCreate, campaign_id: str, public_url: str
+) -> _engine.MessageRenderer:
     return _engine.MessageRenderer(
         subject=definition.subject,
         preheader=definition.preheader,
@@ -26,6 +34,9 @@ def renderer_for(definition: CampaignCreate, campaign_id: str) -> _engine.Messag
         from_name=definition.from_.name,
         reply_to=definition.reply_to,
         headers=[("X-Mailcore-Campaign", campaign_id)],
+        track_opens=definition.tracking.opens,
+        track_clicks=definition.tracking.clicks,
+        tracking_base=public_url.rstrip("/"),
     )
 
 
@@ -59,16 +70,27 @@ class BatchRenderer:
         message_id_domain: str,
         signer: TokenSigner,
         clock: Clock,
+        bounce_domain: str = "",
+        secret_key: str = "",
     ) -> None:
         self.definition = definition
         self.campaign_id = campaign_id
         self.sender = definition.from_.email
-        self._engine = renderer_for(definition, campaign_id)
+        self._engine = renderer_for(definition, campaign_id, public_url)
+        self._tracked = definition.tracking.opens or definition.tracking.clicks
         self._seq = campaign_seq
         self._base = public_url.rstrip("/")
         self._domain = message_id_domain or definition.from_.email.rpartition("@")[2]
         self._signer = signer
         self._clock = clock
+        self._verp = verp_codec(secret_key) if bounce_domain else None
+        self._bounce_domain = bounce_domain
+
+    def envelope_sender(self, contact_seq: int) -> str:
+        """MAIL FROM: a signed VERP address when a bounce domain is set."""
+        if self._verp is None:
+            return self.sender
+        return self._verp.encode("bounces", self._bounce_domain, self._seq, contact_seq)
 
     def message_id(self, contact_seq: int) -> str:
         # Deterministic per recipient: a retry after a crash carries the same Message-ID,
@@ -85,4 +107,9 @@ class BatchRenderer:
             message_ids=[self.message_id(w.contact_seq) for w in work],
             unsubscribe_urls=[self.unsubscribe_url(w.contact_seq) for w in work],
             date=format_datetime(self._clock()),
+            tracking_tokens=(
+                [self._signer.sign(TRACKING, self._seq, w.contact_seq) for w in work]
+                if self._tracked
+                else None
+            ),
         )

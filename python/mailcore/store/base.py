@@ -318,6 +318,7 @@ class Store(abc.ABC):
         price_micros: int,
         contact_seqs: Sequence[int],
         now: str,
+        links: Sequence[str] = (),
     ) -> SendRow:
         """One transaction: the draft becomes ``sending`` (else InvalidState), a hold of
         len(contact_seqs) × price is placed (else InsufficientFunds, and nothing changes),
@@ -325,6 +326,46 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_send(self, account_id: str, campaign_id: str) -> SendRow | None: ...
+
+    @abc.abstractmethod
+    async def record_engagement(
+        self,
+        campaign_seq: int,
+        contact_seq: int,
+        kind: str,
+        link_id: int | None,
+        user_agent: str | None,
+        now: str,
+    ) -> str | None:
+        """Record an open or a click from a signed link (and its event). Returns the
+        redirect target of a click (from the link table), "" for an open, None when the
+        campaign, contact or link does not exist."""
+
+    @abc.abstractmethod
+    async def apply_feedback(
+        self,
+        campaign_id: str,
+        contact_seq: int,
+        kind: str,
+        detail: str | None,
+        now: str,
+        account_id: str | None = None,
+    ) -> bool:
+        """A bounce or complaint that arrived after delivery (a DSN, an ARF report):
+        recorded with its event; a hard bounce or a complaint also changes the contact's
+        status so later sends suppress it. ``account_id``: only within that account.
+        False if the campaign did not send to that contact."""
+
+    @abc.abstractmethod
+    async def campaign_seq_to_id(self, campaign_seq: int) -> str | None: ...
+
+    @abc.abstractmethod
+    async def feedback_counts(self, campaign_id: str) -> dict[str, int]:
+        """kind (hard_bounce, soft_bounce, complaint) -> distinct contacts."""
+
+    @abc.abstractmethod
+    async def engagement_counts(self, campaign_id: str) -> dict[str, tuple[int, int]]:
+        """kind -> (unique contacts, total)."""
 
     @abc.abstractmethod
     async def active_sends(self) -> list[SendRow]:

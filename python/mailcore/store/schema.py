@@ -173,3 +173,33 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_a
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, seq)
 """
 )
+
+SQLITE_MIGRATIONS.append(
+    """
+ALTER TABLE sends ADD COLUMN links TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE engagements (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign_id TEXT NOT NULL,
+    contact_seq INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('open', 'click')),
+    link_id INTEGER,
+    user_agent TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX engagements_campaign ON engagements (campaign_id, kind, contact_seq)
+"""
+)
+
+SQLITE_MIGRATIONS.append(
+    """
+CREATE TABLE feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign_id TEXT NOT NULL,
+    contact_seq INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('hard_bounce', 'soft_bounce', 'complaint', 'unsubscribe')),
+    detail TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX feedback_campaign ON feedback (campaign_id, kind, contact_seq)
+"""
+)

@@ -808,6 +808,12 @@ class SqliteStore(Store):
             data = ContactEventData(
                 contact_id=cid, email=email, campaign_id=campaign[0] if campaign else None
             )
+            if campaign is not None:
+                conn.execute(
+                    "INSERT INTO feedback (campaign_id, contact_seq, kind, created_at) "
+                    "VALUES (?, ?, 'unsubscribe', ?)",
+                    (campaign[0], contact_seq, now),
+                )
             _emit(conn, [record_event(row[0], "contact.unsubscribed", data, now)], time.time())
             return True
 
@@ -967,6 +973,7 @@ class SqliteStore(Store):
         price_micros: int,
         contact_seqs: Sequence[int],
         now: str,
+        links: Sequence[str] = (),
     ) -> SendRow:
         def tx(conn: sqlite3.Connection) -> SendRow:
             cur = conn.execute(
@@ -980,8 +987,17 @@ class SqliteStore(Store):
             _place_hold(conn, account_id, hold_id, amount, campaign_id, now)
             conn.execute(
                 "INSERT INTO sends (campaign_id, account_id, hold_id, audience_count, "
-                "price_micros, status, started_at) VALUES (?, ?, ?, ?, ?, 'sending', ?)",
-                (campaign_id, account_id, hold_id, len(contact_seqs), price_micros, now),
+                "price_micros, status, started_at, links) "
+                "VALUES (?, ?, ?, ?, ?, 'sending', ?, ?)",
+                (
+                    campaign_id,
+                    account_id,
+                    hold_id,
+                    len(contact_seqs),
+                    price_micros,
+                    now,
+                    _encode(list(links)),
+                ),
             )
             conn.executemany(
                 "INSERT INTO recipients (campaign_id, contact_seq, state) VALUES (?, ?, 'queued')",
@@ -1033,6 +1049,145 @@ class SqliteStore(Store):
                 (account_id, campaign_id),
             ).fetchone()
             return None if r is None else self._send(r)
+
+        return await self._read(q)
+
+    async def record_engagement(
+        self,
+        campaign_seq: int,
+        contact_seq: int,
+        kind: str,
+        link_id: int | None,
+        user_agent: str | None,
+        now: str,
+    ) -> str | None:
+        def tx(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT c.id, c.account_id, s.links FROM campaigns c "
+                "JOIN sends s ON s.campaign_id = c.id "
+                "JOIN recipients r ON r.campaign_id = c.id AND r.contact_seq = ? "
+                "WHERE c.seq = ?",
+                (contact_seq, campaign_seq),
+            ).fetchone()
+            if row is None:
+                return None
+            campaign_id, account_id, links_json = row
+            target = ""
+            if kind == "click":
+                links = _decode_tags(links_json)
+                if link_id is None or not 0 <= link_id < len(links):
+                    return None
+                target = links[link_id]
+            conn.execute(
+                "INSERT INTO engagements (campaign_id, contact_seq, kind, link_id, user_agent, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (campaign_id, contact_seq, kind, link_id, (user_agent or "")[:500], now),
+            )
+            contact = conn.execute(
+                "SELECT id, email FROM contacts WHERE seq = ?", (contact_seq,)
+            ).fetchone()
+            data = EmailEventData(
+                campaign_id=campaign_id,
+                contact_id=contact[0] if contact else None,
+                email=contact[1] if contact else None,
+                email_id=f"{campaign_id}.{contact_seq}",
+                url=target or None,
+                user_agent=(user_agent or None) and user_agent[:500],
+            )
+            event = "email.opened" if kind == "open" else "email.clicked"
+            _emit(conn, [record_event(account_id, event, data, now)], time.time())
+            return target
+
+        return await self._write(tx)
+
+    async def apply_feedback(
+        self,
+        campaign_id: str,
+        contact_seq: int,
+        kind: str,
+        detail: str | None,
+        now: str,
+        account_id: str | None = None,
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT s.account_id FROM sends s JOIN recipients r "
+                "ON r.campaign_id = s.campaign_id AND r.contact_seq = ? "
+                "WHERE s.campaign_id = ? AND (? IS NULL OR s.account_id = ?)",
+                (contact_seq, campaign_id, account_id, account_id),
+            ).fetchone()
+            if row is None:
+                return False
+            owner = row[0]
+            conn.execute(
+                "INSERT INTO feedback (campaign_id, contact_seq, kind, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (campaign_id, contact_seq, kind, (detail or "")[:1000], now),
+            )
+            status = {"hard_bounce": "bounced", "complaint": "complained"}.get(kind)
+            if status is not None:
+                current = conn.execute(
+                    "SELECT status FROM contacts WHERE seq = ?", (contact_seq,)
+                ).fetchone()
+                # A complaint outranks a bounce; neither re-subscribes or downgrades.
+                upgrade = current is not None and (
+                    current[0] == "subscribed" or (current[0] == "bounced" and status != "bounced")
+                )
+                if upgrade:
+                    rev = _bump_revision(conn, owner, 1)
+                    conn.execute(
+                        "UPDATE contacts SET status = ?, updated_at = ?, rev = ? WHERE seq = ?",
+                        (status, now, rev, contact_seq),
+                    )
+            contact = conn.execute(
+                "SELECT id, email FROM contacts WHERE seq = ?", (contact_seq,)
+            ).fetchone()
+            data = EmailEventData(
+                campaign_id=campaign_id,
+                contact_id=contact[0] if contact else None,
+                email=contact[1] if contact else None,
+                email_id=f"{campaign_id}.{contact_seq}",
+                smtp_response=detail,
+                bounce_type=None
+                if kind == "complaint"
+                else ("hard" if kind == "hard_bounce" else "soft"),
+            )
+            event = "email.complained" if kind == "complaint" else "email.bounced"
+            _emit(conn, [record_event(owner, event, data, now)], time.time())
+            return True
+
+        return await self._write(tx)
+
+    async def campaign_seq_to_id(self, campaign_seq: int) -> str | None:
+        def q(conn: sqlite3.Connection) -> str | None:
+            r = conn.execute("SELECT id FROM campaigns WHERE seq = ?", (campaign_seq,)).fetchone()
+            return None if r is None else str(r[0])
+
+        return await self._read(q)
+
+    async def feedback_counts(self, campaign_id: str) -> dict[str, int]:
+        def q(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                kind: n
+                for kind, n in conn.execute(
+                    "SELECT kind, count(DISTINCT contact_seq) FROM feedback "
+                    "WHERE campaign_id = ? GROUP BY kind",
+                    (campaign_id,),
+                )
+            }
+
+        return await self._read(q)
+
+    async def engagement_counts(self, campaign_id: str) -> dict[str, tuple[int, int]]:
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            return {
+                kind: (unique, total)
+                for kind, unique, total in conn.execute(
+                    "SELECT kind, count(DISTINCT contact_seq), count(*) FROM engagements "
+                    "WHERE campaign_id = ? GROUP BY kind",
+                    (campaign_id,),
+                )
+            }
 
         return await self._read(q)
 
