@@ -82,8 +82,10 @@ class WebhookReceiver:
     requests with 503 (and Retry-After: 0) before accepting."""
 
     fail_first: int = 0
+    fail_rate: float = 0.0  # and then this share at random (seeded)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     calls: int = 0
+    rng: Any = field(default_factory=lambda: __import__("random").Random(5))
 
     def app(self) -> Any:
         from starlette.applications import Starlette
@@ -95,7 +97,7 @@ class WebhookReceiver:
             self.calls += 1
             number = self.calls  # before any await: concurrent requests each get their own
             body = await request.body()
-            if number <= self.fail_first:
+            if number <= self.fail_first or self.rng.random() < self.fail_rate:
                 return Response("busy", status_code=503, headers={"Retry-After": "0"})
             self.requests.append((dict(request.headers), body))
             return Response("ok")

@@ -58,6 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhook_concurrency: int = 16
     webhook_allow_private: bool = False
     webhook_disable_after_seconds: float = 5 * 86_400
+    # A claimed delivery not recorded within this time (its dispatcher died) is claimed again.
+    webhook_lease_seconds: float = 120.0
     # Idempotency-Key answers are replayed for this long.
     idempotency_ttl_seconds: int = 86_400
 

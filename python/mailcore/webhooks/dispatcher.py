@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailcore.webhooks")
 CLAIM = 200
-LEASE_SECONDS = 120.0
 MAX_RETRY_AFTER = 86_400.0
 
 
@@ -64,7 +63,9 @@ class WebhookDispatcher:
     async def run_once(self, client: httpx.AsyncClient) -> int:
         """One round: claim, deliver in parallel, record. Returns how many were tried."""
         now = time.time()
-        work = await self.mc.store.claim_deliveries(CLAIM, now, now + LEASE_SECONDS)
+        work = await self.mc.store.claim_deliveries(
+            CLAIM, now, now + self.settings.webhook_lease_seconds
+        )
         if not work:
             return 0
         outcomes: list[DeliveryOutcome] = []

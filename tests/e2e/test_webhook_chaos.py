@@ -1,0 +1,85 @@
+"""Chaos: a receiver that fails at random and a dispatcher killed mid-run. Every event is
+acknowledged at least once or marked failed; none is lost or left hanging."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from mailcore import Mailcore, Settings
+from mailcore.models import WebhookCreate
+from mailcore.store import sqlite_path
+from mailcore.webhooks.events import EmailEventData, record
+from tests.peers import WebhookReceiver, wait_until
+
+pytestmark = pytest.mark.anyio
+
+N = 400
+
+
+async def test_random_failures_and_a_killed_dispatcher_lose_nothing(tmp_path: Path) -> None:
+    receiver = WebhookReceiver(fail_rate=0.3)
+    settings = Settings.load(
+        env={},
+        database_url=f"sqlite:///{tmp_path}/c.db",
+        secret_key="k",
+        webhook_allow_private=True,
+        webhook_retry_schedule=(0, 0, 0, 0, 0, 0),
+        webhook_lease_seconds=1.0,
+        webhook_concurrency=8,
+    )
+    db = sqlite_path(settings.database_url)
+    async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
+        url = (await nursery.start(receiver.serve))[0] + "/hook"
+        acct = mc.account((await mc.accounts.create("t")).account_id)
+        await acct.webhooks.create(WebhookCreate(url=url, events=["email.delivered"]))
+        events = [
+            record(
+                acct.account_id,
+                "email.delivered",
+                EmailEventData(campaign_id="cmp_x", contact_id=None, email=None, email_id=f"e{i}"),
+                "2026-11-29T00:00:00Z",
+            )
+            for i in range(N)
+        ]
+        assert await mc.store.emit(events, 0.0) == N
+
+        # The first dispatcher is killed (cancelled mid-flight: what it claimed stays leased).
+        with trio.move_on_after(30) as first:
+            async with trio.open_nursery() as inner:
+                await inner.start(mc.run_webhooks)
+                await wait_until(lambda: len(receiver.requests) >= N // 4)
+                inner.cancel_scope.cancel()
+        assert not first.cancelled_caught
+        assert len(receiver.requests) < N
+
+        # A second one picks up everything, including the expired leases.
+        await nursery.start(mc.run_webhooks)
+
+        def settled() -> bool:
+            with sqlite3.connect(db) as conn:
+                (open_,) = conn.execute(
+                    "SELECT count(*) FROM webhook_deliveries WHERE state IN ('pending', 'sending')"
+                ).fetchone()
+            return int(open_) == 0
+
+        await wait_until(settled, seconds=60)
+        with sqlite3.connect(db) as conn:
+            states = dict(
+                conn.execute(
+                    "SELECT e.id, d.state FROM webhook_deliveries d JOIN events e "
+                    "ON e.seq = d.event_seq"
+                ).fetchall()
+            )
+        received = {json.loads(body)["id"] for _, body in receiver.requests}
+        assert set(states) == {e.id for e in events}
+        for event_id, state in states.items():
+            assert state in ("succeeded", "failed")
+            if state == "succeeded":
+                assert event_id in received  # acknowledged at least once
+        assert received <= set(states)
+        nursery.cancel_scope.cancel()
