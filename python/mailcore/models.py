@@ -285,12 +285,15 @@ class WebhookCreate(_Wire, frozen=True):
     url: Annotated[str, Meta(min_length=8, max_length=2000)]
     # Absent: every event type.
     events: Annotated[list[WebhookEventType], Meta(min_length=1)] | None = None
+    # Above 1: up to this many events per request, as a JSON array (high volume).
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 1
 
 
 class WebhookUpdate(_Wire, frozen=True):
     url: Annotated[str, Meta(min_length=8, max_length=2000)] | UnsetType = UNSET
     events: Annotated[list[WebhookEventType], Meta(min_length=1)] | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
     # True: a new signing secret, returned once in this response.
     rotate_secret: bool = False
 
@@ -301,6 +304,7 @@ class Webhook(_Out, frozen=True):
     events: list[str]
     enabled: bool
     disabled_reason: str | None
+    batch_size: int
     created_at: str
     updated_at: str
     # Only when created or rotated: the signing secret, shown once.

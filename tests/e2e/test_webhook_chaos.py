@@ -83,3 +83,47 @@ async def test_random_failures_and_a_killed_dispatcher_lose_nothing(tmp_path: Pa
                 assert event_id in received  # acknowledged at least once
         assert received <= set(states)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_batching_endpoint_gets_signed_arrays(tmp_path: Path) -> None:
+    from standardwebhooks import Webhook as Verifier
+
+    receiver = WebhookReceiver()
+    settings = Settings.load(
+        env={},
+        database_url=f"sqlite:///{tmp_path}/b.db",
+        secret_key="k",
+        webhook_allow_private=True,
+    )
+    async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
+        url = (await nursery.start(receiver.serve))[0] + "/hook"
+        acct = mc.account((await mc.accounts.create("t")).account_id)
+        hook = await acct.webhooks.create(
+            WebhookCreate(url=url, events=["email.delivered"], batch_size=50)
+        )
+        assert hook.batch_size == 50 and hook.secret is not None
+        events = [
+            record(
+                acct.account_id,
+                "email.delivered",
+                EmailEventData(campaign_id="cmp_x", contact_id=None, email=None, email_id=f"e{i}"),
+                "2026-11-29T00:00:00Z",
+            )
+            for i in range(230)
+        ]
+        await mc.store.emit(events, 0.0)
+        await nursery.start(mc.run_webhooks)
+        verifier = Verifier(hook.secret)
+
+        def delivered() -> int:
+            return sum(len(json.loads(body)) for _, body in receiver.requests)
+
+        await wait_until(lambda: delivered() >= 230)
+        got: list[str] = []
+        for headers, body in receiver.requests:
+            batch = verifier.verify(body, headers)
+            assert isinstance(batch, list) and 1 <= len(batch) <= 50
+            got += [e["id"] for e in batch]
+        assert sorted(got) == sorted(e.id for e in events)
+        assert len(receiver.requests) == 5  # 230 events in requests of at most 50
+        nursery.cancel_scope.cancel()

@@ -151,6 +151,7 @@ class EndpointRow(Row):
     secret_version: int
     created_at: str
     updated_at: str
+    batch_size: int = 1
 
 
 class EventRecord(Record, frozen=True):
@@ -169,6 +170,7 @@ class DeliveryWork(Record, frozen=True):
     event_id: str
     payload: bytes
     attempts: int
+    batch_size: int = 1
 
 
 class DeliveryOutcome(Record, frozen=True):

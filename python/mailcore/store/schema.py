@@ -203,3 +203,9 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_campaign ON feedback (campaign_id, kind, contact_seq)
 """
 )
+
+SQLITE_MIGRATIONS.append(
+    """
+ALTER TABLE webhook_endpoints ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1
+"""
+)

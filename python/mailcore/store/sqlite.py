@@ -1456,7 +1456,7 @@ class SqliteStore(Store):
 
     _ENDPOINT_COLUMNS = (
         "seq, id, account_id, url, events, enabled, disabled_reason, secret_version, "
-        "created_at, updated_at"
+        "created_at, updated_at, batch_size"
     )
 
     @staticmethod
@@ -1472,13 +1472,15 @@ class SqliteStore(Store):
             secret_version=r[7],
             created_at=r[8],
             updated_at=r[9],
+            batch_size=r[10],
         )
 
     async def insert_endpoint(self, row: EndpointRow) -> EndpointRow:
         def tx(conn: sqlite3.Connection) -> EndpointRow:
             cur = conn.execute(
                 "INSERT INTO webhook_endpoints (id, account_id, url, events, enabled, "
-                "secret_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "secret_version, created_at, updated_at, batch_size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.account_id,
@@ -1488,6 +1490,7 @@ class SqliteStore(Store):
                     row.secret_version,
                     row.created_at,
                     row.updated_at,
+                    row.batch_size,
                 ),
             )
             assert cur.lastrowid is not None
@@ -1524,7 +1527,7 @@ class SqliteStore(Store):
         def tx(conn: sqlite3.Connection) -> EndpointRow:
             cur = conn.execute(
                 "UPDATE webhook_endpoints SET url = ?, events = ?, enabled = ?, "
-                "disabled_reason = ?, secret_version = ?, updated_at = ?, "
+                "disabled_reason = ?, secret_version = ?, updated_at = ?, batch_size = ?, "
                 "failing_since = CASE WHEN ? THEN NULL ELSE failing_since END "
                 "WHERE account_id = ? AND id = ?",
                 (
@@ -1534,6 +1537,7 @@ class SqliteStore(Store):
                     row.disabled_reason,
                     row.secret_version,
                     row.updated_at,
+                    row.batch_size,
                     int(row.enabled),
                     row.account_id,
                     row.id,
@@ -1570,7 +1574,8 @@ class SqliteStore(Store):
     ) -> list[DeliveryWork]:
         def tx(conn: sqlite3.Connection) -> list[DeliveryWork]:
             rows = conn.execute(
-                "SELECT d.seq, d.endpoint_id, w.url, w.secret_version, e.id, e.payload, d.attempts "
+                "SELECT d.seq, d.endpoint_id, w.url, w.secret_version, e.id, e.payload, "
+                "d.attempts, w.batch_size "
                 "FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id "
                 "JOIN events e ON e.seq = d.event_seq "
                 "WHERE ((d.state = 'pending' AND d.next_attempt_at <= ?) "
@@ -1591,6 +1596,7 @@ class SqliteStore(Store):
                     event_id=r[4],
                     payload=r[5],
                     attempts=r[6],
+                    batch_size=r[7],
                 )
                 for r in rows
             ]

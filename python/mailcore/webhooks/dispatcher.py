@@ -6,6 +6,7 @@ endpoint, and so does failing for longer than the configured days."""
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ..facade import Mailcore
 
 log = logging.getLogger("mailcore.webhooks")
-CLAIM = 200
+CLAIM = 1000
 MAX_RETRY_AFTER = 86_400.0
 
 
@@ -70,34 +71,49 @@ class WebhookDispatcher:
             return 0
         outcomes: list[DeliveryOutcome] = []
 
-        async def one(w: DeliveryWork) -> None:
+        async def one(group: list[DeliveryWork]) -> None:
             async with self._limiter:
-                outcomes.append(await self._deliver(client, w))
+                outcomes.extend(await self._deliver(client, group))
 
         async with anyio.create_task_group() as tg:
-            for w in work:
-                tg.start_soon(one, w)
+            for group in _requests(work):
+                tg.start_soon(one, group)
         await self.mc.store.record_deliveries(outcomes, time.time())
         return len(work)
 
-    async def _deliver(self, client: httpx.AsyncClient, w: DeliveryWork) -> DeliveryOutcome:
+    async def _deliver(
+        self, client: httpx.AsyncClient, group: list[DeliveryWork]
+    ) -> list[DeliveryOutcome]:
+        """One request: a single event, or a batch (a JSON array) for a batching endpoint.
+        The outcome of the request is the outcome of each delivery in it."""
+        first = group[0]
         try:
-            scheme, host, port = check_url(w.url)
+            scheme, host, port = check_url(first.url)
             addresses = await resolve(host, port, self.settings.webhook_allow_private)
         except (TargetRefused, ValidationError) as exc:  # a refused target is never retried
-            return DeliveryOutcome(
-                delivery_seq=w.delivery_seq,
-                endpoint_id=w.endpoint_id,
-                succeeded=False,
-                status=None,
-                error=f"target refused: {exc}",
-                next_attempt_at=None,
-            )
-        secret = endpoint_secret(self.mc.secret_key, w.endpoint_id, w.secret_version)
-        sent_headers = headers(secret, w.event_id, int(time.time()), w.payload)
+            return [
+                DeliveryOutcome(
+                    delivery_seq=w.delivery_seq,
+                    endpoint_id=w.endpoint_id,
+                    succeeded=False,
+                    status=None,
+                    error=f"target refused: {exc}",
+                    next_attempt_at=None,
+                )
+                for w in group
+            ]
+        if len(group) == 1:
+            msg_id, body = first.event_id, first.payload
+        else:
+            # A batch's id covers its events; receivers dedupe on each event's own id.
+            ids = ",".join(w.event_id for w in group).encode()
+            msg_id = "msg_" + hashlib.sha256(ids).hexdigest()[:32]
+            body = b"[" + b",".join(w.payload for w in group) + b"]"
+        secret = endpoint_secret(self.mc.secret_key, first.endpoint_id, first.secret_version)
+        sent_headers = headers(secret, msg_id, int(time.time()), body)
         # Connect to the address that was checked (no second lookup to rebind), with the
         # original name for Host and TLS.
-        parts = urlsplit(w.url)
+        parts = urlsplit(first.url)
         ip = addresses[0]
         netloc = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         target = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
@@ -107,24 +123,27 @@ class WebhookDispatcher:
         retry_after: float | None = None
         try:
             response = await client.post(
-                target, content=w.payload, headers=sent_headers, extensions=extensions
+                target, content=body, headers=sent_headers, extensions=extensions
             )
             status = response.status_code
             await response.aclose()  # the body is never read, stored or echoed
             if 200 <= status < 300:
-                return DeliveryOutcome(
-                    delivery_seq=w.delivery_seq,
-                    endpoint_id=w.endpoint_id,
-                    succeeded=True,
-                    status=status,
-                    error=None,
-                    next_attempt_at=None,
-                )
+                return [
+                    DeliveryOutcome(
+                        delivery_seq=w.delivery_seq,
+                        endpoint_id=w.endpoint_id,
+                        succeeded=True,
+                        status=status,
+                        error=None,
+                        next_attempt_at=None,
+                    )
+                    for w in group
+                ]
             error = f"HTTP {status}"
             retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-        return await self._failure(w, status, error, retry_after)
+        return [await self._failure(w, status, error, retry_after) for w in group]
 
     async def _failure(
         self, w: DeliveryWork, status: int | None, error: str, retry_after: float | None
@@ -153,3 +172,19 @@ class WebhookDispatcher:
             next_attempt_at=next_at,
             disable_endpoint=disable,
         )
+
+
+def _requests(work: list[DeliveryWork]) -> list[list[DeliveryWork]]:
+    """The requests to make: one per delivery, except for endpoints that batch, whose
+    deliveries go together up to their batch size."""
+    requests: list[list[DeliveryWork]] = []
+    batched: dict[str, list[DeliveryWork]] = {}
+    for w in work:
+        if w.batch_size <= 1:
+            requests.append([w])
+        else:
+            batched.setdefault(w.endpoint_id, []).append(w)
+    for group in batched.values():
+        size = group[0].batch_size
+        requests += [group[i : i + size] for i in range(0, len(group), size)]
+    return requests

@@ -53,6 +53,7 @@ class WebhookEndpoints:
             events=row.events,
             enabled=row.enabled,
             disabled_reason=row.disabled_reason,
+            batch_size=row.batch_size,
             created_at=row.created_at,
             updated_at=row.updated_at,
             secret=secret,
@@ -72,6 +73,7 @@ class WebhookEndpoints:
             secret_version=1,
             created_at=now,
             updated_at=now,
+            batch_size=body.batch_size,
         )
         return self._wire(await self._mc.store.insert_endpoint(row), with_secret=True)
 
@@ -98,6 +100,8 @@ class WebhookEndpoints:
         if not isinstance(body.enabled, msgspec.UnsetType):
             row.enabled = body.enabled
             row.disabled_reason = None if body.enabled else "disabled by the account"
+        if not isinstance(body.batch_size, msgspec.UnsetType):
+            row.batch_size = body.batch_size
         if body.rotate_secret:
             row.secret_version += 1
         row.updated_at = iso(self._mc.clock())
