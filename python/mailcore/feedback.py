@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .facade import Mailcore
 
 log = logging.getLogger("mailcore.feedback")
-_MESSAGE_ID = re.compile(r"^(cmp_[0-9a-v]{24})\.(\d{1,12})@")
+_MESSAGE_ID = re.compile(r"^(cmp_[0-9a-f]{30})\.(\d{1,12})@")
 
 
 class FeedbackResult(msgspec.Struct, rename="camel", kw_only=True, frozen=True):

@@ -113,13 +113,13 @@ def test_a_forged_cursor_is_a_clean_error(text: str) -> None:
 def test_ids_have_prefixes_and_do_not_repeat() -> None:
     ids = {new_id("con") for _ in range(10_000)}
     assert len(ids) == 10_000
-    assert all(re.fullmatch(r"con_[0-9a-v]{24}", i) for i in ids)
+    assert all(re.fullmatch(r"con_[0-9a-f]{30}", i) for i in ids)
     # Later batches sort after earlier ones (the leading 48 bits are milliseconds).
     first = new_id("srt")
     time.sleep(0.02)
     for _ in range(2_000):
         last = new_id("srt")
-    assert first[:13] < last[:13]
+    assert first[:16] < last[:16]  # prefix + 12 hex digits of milliseconds
 
 
 @given(
