@@ -82,15 +82,22 @@ class FeedbackProcessor:
 
 
 class InboundSmtp(Sink):
-    """``mailcore serve``'s inbound SMTP listener for the return path: accepts only
-    recipients that are signed VERP addresses of ours, parses what arrives."""
+    """``mailcore serve``'s inbound SMTP listener: accepts the signed VERP return paths of
+    ours (bounces) and ``fbl@BOUNCE_DOMAIN`` (feedback-loop reports, matched by the
+    original's Message-ID), refuses everything else, parses what arrives."""
 
     def __init__(self, mc: Mailcore, *, host: str, port: int) -> None:
         super().__init__(host=host, port=port, hostname="mailcore.inbound")
         self.processor = FeedbackProcessor(mc)
+        domain = mc.settings.bounce_domain.lower()
+        self.feedback_address = f"fbl@{domain}" if domain else None
+
+    def _accepts(self, address: str) -> bool:
+        plain = address.strip("<>").lower()
+        return self.processor.verp.decode(plain) is not None or plain == self.feedback_address
 
     async def _reply(self, proto: ServerProtocol, event: ServerEvent) -> Reply:
-        if isinstance(event, RcptTo) and self.processor.verp.decode(event.address) is None:
+        if isinstance(event, RcptTo) and not self._accepts(event.address):
             self.rejected += 1
             return Reply.of(550, "5.1.1 no such mailbox")
         if isinstance(event, MessageReceived):

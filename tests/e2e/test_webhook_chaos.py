@@ -127,3 +127,55 @@ async def test_a_batching_endpoint_gets_signed_arrays(tmp_path: Path) -> None:
         assert sorted(got) == sorted(e.id for e in events)
         assert len(receiver.requests) == 5  # 230 events in requests of at most 50
         nursery.cancel_scope.cancel()
+
+
+async def test_redirects_are_not_followed_and_long_failures_disable(tmp_path: Path) -> None:
+    """A 3xx is a failure (the Location is never fetched, the body never stored); an
+    endpoint failing for longer than the limit is disabled."""
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    hits: list[str] = []
+
+    async def redirect(request: object) -> RedirectResponse:
+        hits.append("hook")
+        return RedirectResponse("/elsewhere", status_code=302)
+
+    async def elsewhere(request: object) -> RedirectResponse:
+        hits.append("elsewhere")
+        return RedirectResponse("/", status_code=200)
+
+    receiver = WebhookReceiver()
+    receiver.app = lambda: Starlette(  # type: ignore[method-assign]
+        routes=[
+            Route("/hook", redirect, methods=["POST"]),
+            Route("/elsewhere", elsewhere, methods=["GET", "POST"]),
+        ]
+    )
+    settings = Settings.load(
+        env={},
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        secret_key="k",
+        webhook_allow_private=True,
+        webhook_retry_schedule=(1, 1, 1),
+        webhook_disable_after_seconds=0.5,
+    )
+    async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
+        url = (await nursery.start(receiver.serve))[0] + "/hook"
+        acct = mc.account((await mc.accounts.create("t")).account_id)
+        hook = await acct.webhooks.create(WebhookCreate(url=url))
+        await nursery.start(mc.run_webhooks)
+        await acct.webhooks.send_test(hook.id)
+
+        async def disabled() -> bool:
+            return not (await acct.webhooks.get(hook.id)).enabled
+
+        await wait_until(disabled, seconds=30)
+        assert hits and set(hits) == {"hook"}  # never followed
+        got = await acct.webhooks.get(hook.id)
+        assert got.disabled_reason == "failing for too long"
+        log = await acct.webhooks.deliveries(hook.id)
+        assert log.data[0].last_status == 302
+        assert "elsewhere" not in (log.data[0].last_error or "")
+        nursery.cancel_scope.cancel()

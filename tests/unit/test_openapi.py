@@ -27,3 +27,15 @@ def test_every_route_is_documented_with_schemas() -> None:
     assert contact["required"] == ["email"]
     assert {"firstName", "lastName", "customFields", "tags"} <= set(contact["properties"])
     json.dumps(doc)  # plain JSON all the way down
+
+
+def test_every_event_type_is_documented_as_a_webhook() -> None:
+    from mailcore.webhooks.events import EVENT_TYPES
+
+    doc = openapi()
+    assert set(doc["webhooks"]) == set(EVENT_TYPES)
+    body = doc["webhooks"]["email.bounced"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["type"] == {"const": "email.bounced"}
+    data_ref = body["schema"]["properties"]["data"]["$ref"]
+    assert data_ref.endswith("/EmailEventData")
+    assert "bounceType" in doc["components"]["schemas"]["EmailEventData"]["properties"]

@@ -13,8 +13,25 @@ import msgspec
 
 from .. import __version__
 from ..models import ErrorResponse
+from ..webhooks.events import (
+    CampaignCompletedData,
+    CampaignSentData,
+    ContactEventData,
+    EmailEventData,
+)
 from .routes import ENDPOINTS, JSON
 
+# The data of each event type, for the document's ``webhooks`` section.
+EVENT_DATA: dict[str, Any] = {
+    "campaign.sent": CampaignSentData,
+    "campaign.completed": CampaignCompletedData,
+    "email.delivered": EmailEventData,
+    "email.opened": EmailEventData,
+    "email.clicked": EmailEventData,
+    "email.bounced": EmailEventData,
+    "email.complained": EmailEventData,
+    "contact.unsubscribed": ContactEventData,
+}
 _REF = "#/components/schemas/{name}"
 _ERRORS = {
     "400": "Malformed JSON or a field that fails validation (error.field names it)",
@@ -27,7 +44,7 @@ _ERRORS = {
 
 
 def openapi() -> dict[str, Any]:
-    types: list[Any] = [ErrorResponse]
+    types: list[Any] = [ErrorResponse, *EVENT_DATA.values()]
     for e in ENDPOINTS:
         types.append(e.response)
         if e.body is not None:
@@ -103,10 +120,38 @@ def openapi() -> dict[str, Any]:
                 },
             }
         paths.setdefault(e.path, {})[e.method.lower()] = op
+    webhooks = {
+        kind: {
+            "post": {
+                "summary": f"{kind} (signed per Standard Webhooks: webhook-id, "
+                "webhook-timestamp, webhook-signature)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string", "description": "evt_…"},
+                                    "type": {"const": kind},
+                                    "createdAt": {"type": "string"},
+                                    "data": by_type[data],
+                                },
+                                "required": ["id", "type", "createdAt", "data"],
+                            }
+                        }
+                    },
+                },
+                "responses": {"2XX": {"description": "acknowledged"}},
+            }
+        }
+        for kind, data in EVENT_DATA.items()
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailcore", "version": __version__},
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
