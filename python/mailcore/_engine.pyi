@@ -7,6 +7,7 @@ __all__ = [
     "MICROS_PER_USD",
     "PRICE_PER_EMAIL_MICROS",
     "AudienceIndex",
+    "DkimSigner",
     "EngineError",
     "MessageRenderer",
     "MoneyError",
@@ -124,7 +125,14 @@ class MessageRenderer:
         track_opens: bool = False,
         track_clicks: bool = False,
         tracking_base: str = "",
-    ) -> None: ...
+        dkim_domain: str | None = None,
+        dkim_selector: str | None = None,
+        dkim_private_key: str | None = None,
+        dkim_algorithm: str = "rsa-sha256",
+    ) -> None:
+        """``dkim_domain``, ``dkim_selector`` and ``dkim_private_key`` (PEM) together make every
+        rendered message DKIM-signed (see :class:`DkimSigner`); giving only some of them, or
+        an invalid key/domain/selector/algorithm, raises ``EngineError``."""
     @property
     def links(self) -> list[str]:
         """Link table: distinct tracked URLs (entity-decoded) in order of first appearance;
@@ -137,10 +145,12 @@ class MessageRenderer:
         unsubscribe_url: str,
         date: str,
         tracking_token: str | None = None,
+        dkim_timestamp: int | None = None,
     ) -> bytes:
         """Render one message; ``values["email"]`` is required (EngineError if missing/empty).
 
-        ``tracking_token`` (``[A-Za-z0-9_-]{1,256}``) is required when tracking is on."""
+        ``tracking_token`` (``[A-Za-z0-9_-]{1,256}``) is required when tracking is on.
+        ``dkim_timestamp`` is the DKIM ``t=`` (UNIX seconds; ``None``: now); ignored unsigned."""
     def render_batch(
         self,
         values: Sequence[Mapping[str, str]],
@@ -149,5 +159,34 @@ class MessageRenderer:
         unsubscribe_urls: Sequence[str],
         date: str,
         tracking_tokens: Sequence[str] | None = None,
+        dkim_timestamp: int | None = None,
     ) -> list[bytes]:
         """Render one message per recipient with the GIL released; lengths must match."""
+
+@final
+class DkimSigner:
+    """DKIM signer (RFC 6376, ``relaxed/relaxed``, SHA-256) of one domain and selector.
+
+    ``algorithm`` is ``"rsa-sha256"`` (unencrypted PKCS#1 or PKCS#8 PEM, >= 1024 bits) or
+    ``"ed25519-sha256"`` (RFC 8463, PKCS#8 PEM). Signed fields (``h=``): ``from to subject date
+    message-id mime-version list-unsubscribe list-unsubscribe-post content-type``, those present,
+    in that order. Messages must use CRLF line endings and have a ``From`` field; invalid
+    configuration or messages raise ``EngineError``.
+    """
+
+    def __init__(
+        self, *, domain: str, selector: str, private_key: str, algorithm: str = "rsa-sha256"
+    ) -> None: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def selector(self) -> str: ...
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def dns_record(self) -> str:
+        """TXT record value for ``{selector}._domainkey.{domain}`` (``v=DKIM1; k=...; p=...``)."""
+    def sign(self, message: bytes, *, timestamp: int) -> bytes:
+        """``message`` with a folded ``DKIM-Signature`` field prepended (``t=timestamp``)."""
+    def sign_batch(self, messages: Sequence[bytes], *, timestamp: int) -> list[bytes]:
+        """Sign every message with the GIL released (large batches use every core)."""

@@ -17,6 +17,14 @@ import msgspec
 from .errors import ValidationError
 
 
+class DkimKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A sending domain's DKIM key (``[dkim."example.com"]`` in mailcore.toml)."""
+
+    selector: str
+    private_key_file: str
+    algorithm: str = "rsa-sha256"  # or "ed25519-sha256"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database_url: str = "sqlite:///./mailcore.db"
     smtp_url: str = "smtp://127.0.0.1:2525"
@@ -48,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # listener for them (and for feedback-loop reports) runs when the port is not 0.
     bounce_domain: str = ""
     inbound_smtp_port: int = 0
+    # DKIM signing per sending domain (the from-address domain), from the TOML file only.
+    dkim: dict[str, DkimKey] = msgspec.field(default_factory=dict)
     # The domain of Message-IDs; empty: the campaign's from-address domain.
     message_id_domain: str = ""
     # Webhooks: seconds before each retry after the first attempt (the Standard Webhooks
@@ -108,4 +118,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(f"invalid setting: {exc}") from exc
 
 
-__all__ = ["Settings"]
+__all__ = ["DkimKey", "Settings"]

@@ -20,6 +20,8 @@ pub enum Error {
     Audience(String),
     /// Invalid message-rendering input (addresses, headers, missing email, batch lengths).
     Mime(String),
+    /// Invalid DKIM configuration (key, domain, selector, algorithm) or unsignable message.
+    Dkim(String),
 }
 
 /// `Result` specialised to the engine [`Error`].
@@ -31,7 +33,9 @@ impl fmt::Display for Error {
             Error::Template {
                 message, offset, ..
             } => write!(f, "{message} at offset {offset}"),
-            Error::Money(m) | Error::Audience(m) | Error::Mime(m) => f.write_str(m),
+            Error::Money(m) | Error::Audience(m) | Error::Mime(m) | Error::Dkim(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -57,5 +61,6 @@ mod tests {
         assert_eq!(Error::Money("overflow".into()).to_string(), "overflow");
         assert_eq!(Error::Audience("bad".into()).to_string(), "bad");
         assert_eq!(Error::Mime("no email".into()).to_string(), "no email");
+        assert_eq!(Error::Dkim("bad key".into()).to_string(), "bad key");
     }
 }

@@ -4,7 +4,7 @@
 //! * [`template`]: the merge-tag template language (`{{ path | default: "x" }}`).
 //! * [`audience`]: roaring-bitmap audience index (tags × statuses).
 //! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
-//!   [`tracking`] instruments the HTML part for open and click tracking).
+//!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 
@@ -12,16 +12,19 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+pub mod dkim;
 pub mod error;
 pub mod header;
 pub mod mime;
 pub mod money;
+mod parallel;
 pub mod qp;
 pub mod template;
 pub mod text;
 pub mod tracking;
 
 pub use audience::{AudienceIndex, ContactId, Query, Status};
+pub use dkim::{Algorithm as DkimAlgorithm, DkimSigner};
 pub use error::{Error, Result};
 pub use mime::{MessageRenderer, MessageSpec, Recipient};
 pub use money::{

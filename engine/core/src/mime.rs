@@ -25,8 +25,10 @@
 
 use std::fmt::Write as _;
 
+use crate::dkim::DkimSigner;
 use crate::error::{Error, Result};
 use crate::header::{self, sanitize, trim_wsp, validate_address, validate_field_name};
+use crate::parallel;
 use crate::qp;
 use crate::template::Template;
 use crate::text;
@@ -37,6 +39,8 @@ pub const PARALLEL_THRESHOLD: usize = 256;
 
 /// Maximum length of a message id or unsubscribe URL (keeps header lines < 998 octets).
 const MAX_TOKEN_LEN: usize = 900;
+/// Room reserved for the `DKIM-Signature` field when signing.
+const DKIM_FIELD_RESERVE: usize = 1024;
 /// Maximum length of the date header value.
 const MAX_DATE_LEN: usize = 200;
 
@@ -170,6 +174,8 @@ pub struct MessageRenderer {
     tail_block: Vec<u8>,
     /// Capacity estimate of the recipient-independent part of a message.
     base_capacity: usize,
+    /// DKIM signer (`None`: messages are not signed).
+    dkim: Option<DkimSigner>,
 }
 
 /// Reusable per-thread buffers.
@@ -261,6 +267,7 @@ impl MessageRenderer {
             reply_to_line,
             tail_block,
             base_capacity,
+            dkim: None,
         })
     }
 
@@ -281,22 +288,61 @@ impl MessageRenderer {
         self.tracked
     }
 
-    /// Render one message.
+    /// Sign every rendered message with `signer` (DKIM, see [`crate::dkim`]).
+    pub fn with_dkim(mut self, signer: DkimSigner) -> Self {
+        self.dkim = Some(signer);
+        self
+    }
+
+    /// The DKIM signer, if messages are signed.
+    pub fn dkim(&self) -> Option<&DkimSigner> {
+        self.dkim.as_ref()
+    }
+
+    /// Render one message (unsigned renderer; see [`MessageRenderer::render_at`]).
     pub fn render(&self, recipient: &Recipient<'_>, date: &str) -> Result<Vec<u8>> {
+        self.render_at(recipient, date, None)
+    }
+
+    /// Render one message; `dkim_timestamp` (UNIX seconds, the `t=` tag) is required when the
+    /// renderer signs (see [`MessageRenderer::with_dkim`]) and ignored otherwise.
+    pub fn render_at(
+        &self,
+        recipient: &Recipient<'_>,
+        date: &str,
+        dkim_timestamp: Option<u64>,
+    ) -> Result<Vec<u8>> {
         let date_line = date_line(date)?;
-        self.render_one(recipient, &date_line, &mut Scratch::default())
+        self.render_one(
+            recipient,
+            &date_line,
+            dkim_timestamp,
+            &mut Scratch::default(),
+        )
     }
 
     /// Render every recipient (same `date`); batches of at least [`PARALLEL_THRESHOLD`]
     /// messages are split across the available cores. On error, the error of the first
-    /// failing recipient (in order) is returned.
+    /// failing recipient (in order) is returned. Unsigned renderer; see
+    /// [`MessageRenderer::render_batch_at`].
     pub fn render_batch(&self, recipients: &[Recipient<'_>], date: &str) -> Result<Vec<Vec<u8>>> {
+        self.render_batch_at(recipients, date, None)
+    }
+
+    /// [`MessageRenderer::render_batch`] with the DKIM timestamp (see
+    /// [`MessageRenderer::render_at`]).
+    pub fn render_batch_at(
+        &self,
+        recipients: &[Recipient<'_>],
+        date: &str,
+        dkim_timestamp: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>> {
         let threads = if recipients.len() >= PARALLEL_THRESHOLD {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
             1
         };
-        self.render_batch_with_threads(recipients, date, threads)
+        self.render_batch_with_threads_at(recipients, date, dkim_timestamp, threads)
     }
 
     /// [`MessageRenderer::render_batch`] with an explicit thread count (≥ 1).
@@ -306,38 +352,37 @@ impl MessageRenderer {
         date: &str,
         threads: usize,
     ) -> Result<Vec<Vec<u8>>> {
+        self.render_batch_with_threads_at(recipients, date, None, threads)
+    }
+
+    /// [`MessageRenderer::render_batch_at`] with an explicit thread count (≥ 1).
+    pub fn render_batch_with_threads_at(
+        &self,
+        recipients: &[Recipient<'_>],
+        date: &str,
+        dkim_timestamp: Option<u64>,
+        threads: usize,
+    ) -> Result<Vec<Vec<u8>>> {
         let date_line = date_line(date)?;
-        let threads = threads.clamp(1, recipients.len().max(1));
-        let render_chunk = |chunk: &[Recipient<'_>]| -> Result<Vec<Vec<u8>>> {
+        if self.dkim.is_some() && dkim_timestamp.is_none() {
+            return Err(missing_timestamp());
+        }
+        parallel::map_chunks(recipients, threads, |chunk| {
             let mut scratch = Scratch::default();
             chunk
                 .iter()
-                .map(|r| self.render_one(r, &date_line, &mut scratch))
+                .map(|r| self.render_one(r, &date_line, dkim_timestamp, &mut scratch))
                 .collect()
-        };
-        if threads == 1 {
-            return render_chunk(recipients);
-        }
-        let chunk_len = recipients.len().div_ceil(threads);
-        let mut chunks = recipients.chunks(chunk_len);
-        let first = chunks.next().unwrap_or_default();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
-                .map(|chunk| s.spawn(move || render_chunk(chunk)))
-                .collect();
-            let mut out = render_chunk(first)?;
-            out.reserve(recipients.len() - out.len());
-            for handle in handles {
-                match handle.join() {
-                    Ok(part) => out.extend(part?),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            Ok(out)
         })
     }
 
-    fn render_one(&self, r: &Recipient<'_>, date_line: &[u8], s: &mut Scratch) -> Result<Vec<u8>> {
+    fn render_one(
+        &self,
+        r: &Recipient<'_>,
+        date_line: &[u8],
+        dkim_timestamp: Option<u64>,
+        s: &mut Scratch,
+    ) -> Result<Vec<u8>> {
         let values = r.values;
         let value = |i: usize| values.get(i).copied().flatten().unwrap_or("");
         let email = value(EMAIL);
@@ -397,6 +442,11 @@ impl MessageRenderer {
         let subject = trim_wsp(&subject);
 
         let capacity = self.base_capacity
+            + if self.dkim.is_some() {
+                DKIM_FIELD_RESERVE
+            } else {
+                0
+            }
             + date_line.len()
             + 2 * (s.name.len() + subject.len())
             + email.len()
@@ -431,8 +481,17 @@ impl MessageRenderer {
         out.extend_from_slice(b"\r\n--");
         out.extend_from_slice(&boundary);
         out.extend_from_slice(b"--\r\n");
+        if let Some(signer) = &self.dkim {
+            let timestamp = dkim_timestamp.ok_or_else(missing_timestamp)?;
+            let field = signer.signature_field(&out, timestamp)?;
+            out.splice(0..0, field);
+        }
         Ok(out)
     }
+}
+
+fn missing_timestamp() -> Error {
+    Error::Dkim("a DKIM timestamp is required: the renderer signs with DKIM".into())
 }
 
 /// `Date: <date>` CRLF, validated: printable ASCII (spaces and tabs allowed), non-empty.
@@ -1043,6 +1102,52 @@ mod tests {
             let html = parse(msg).html;
             assert!(html.contains(&format!("/c/tok{i}/0\"")));
             assert!(html.contains(&format!("/o/tok{i}\"")));
+        }
+    }
+
+    #[test]
+    fn dkim_signed_rendering() {
+        use crate::dkim::{tests::ED_PEM, Algorithm, DkimSigner};
+        let signer = DkimSigner::new("acme.com", "mc1", ED_PEM, Algorithm::Ed25519Sha256).unwrap();
+        let plain = MessageRenderer::new(&spec()).unwrap();
+        let signed = MessageRenderer::new(&spec())
+            .unwrap()
+            .with_dkim(signer.clone());
+        assert!(plain.dkim().is_none());
+        assert_eq!(signed.dkim().unwrap().domain(), "acme.com");
+        let vals = values(&signed, &[("email", "a@x.io"), ("firstName", "Ann")]);
+        let recs: Vec<Recipient<'_>> = (0..3)
+            .map(|_| Recipient {
+                values: &vals,
+                message_id: "m@x",
+                unsubscribe_url: "https://u",
+                tracking_token: None,
+            })
+            .collect();
+        let unsigned = plain.render(&recs[0], DATE).unwrap();
+        let msg = signed.render_at(&recs[0], DATE, Some(77)).unwrap();
+        assert_eq!(msg, signer.sign(&unsigned, 77).unwrap());
+        assert!(msg.starts_with(b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;"));
+        let text = String::from_utf8(msg.clone()).unwrap();
+        assert!(text.contains(
+            " t=77; h=from:to:subject:date:message-id:mime-version:list-unsubscribe:\r\n list-unsubscribe-post:content-type;"
+        ), "{text}");
+        assert_eq!(
+            signed
+                .render_batch_with_threads_at(&recs, DATE, Some(77), 2)
+                .unwrap(),
+            vec![msg.clone(); 3]
+        );
+        // unsigned renderers ignore the timestamp; signing ones require it
+        assert_eq!(plain.render_at(&recs[0], DATE, Some(77)).unwrap(), unsigned);
+        for e in [
+            signed.render(&recs[0], DATE).unwrap_err(),
+            signed.render_batch(&recs, DATE).unwrap_err(),
+            signed
+                .render_at(&recs[0], DATE, Some(u64::MAX))
+                .unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::Dkim(_)), "{e:?}");
         }
     }
 }

@@ -9,7 +9,7 @@ use mailcore_engine as engine;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 create_exception!(
@@ -58,7 +58,9 @@ impl From<EngineErr> for PyErr {
                 err
             }),
             engine::Error::Money(_) => MoneyError::new_err(message),
-            engine::Error::Audience(_) | engine::Error::Mime(_) => EngineError::new_err(message),
+            engine::Error::Audience(_) | engine::Error::Mime(_) | engine::Error::Dkim(_) => {
+                EngineError::new_err(message)
+            }
         }
     }
 }
@@ -318,7 +320,9 @@ impl PyMessageRenderer {
     #[new]
     #[pyo3(signature = (
         *, subject, preheader, html, text, from_email, from_name, reply_to, headers = Vec::new(),
-        track_opens = false, track_clicks = false, tracking_base = ""
+        track_opens = false, track_clicks = false, tracking_base = "",
+        dkim_domain = None, dkim_selector = None, dkim_private_key = None,
+        dkim_algorithm = "rsa-sha256"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -333,6 +337,10 @@ impl PyMessageRenderer {
         track_opens: bool,
         track_clicks: bool,
         tracking_base: &str,
+        dkim_domain: Option<&str>,
+        dkim_selector: Option<&str>,
+        dkim_private_key: Option<&str>,
+        dkim_algorithm: &str,
     ) -> EngineResult<Self> {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (&**n, &**v)).collect();
         let spec = engine::MessageSpec {
@@ -350,9 +358,19 @@ impl PyMessageRenderer {
                 base: tracking_base,
             },
         };
-        Ok(PyMessageRenderer {
-            inner: engine::MessageRenderer::new(&spec)?,
-        })
+        let mut inner = engine::MessageRenderer::new(&spec)?;
+        match (dkim_domain, dkim_selector, dkim_private_key) {
+            (None, None, None) => {}
+            (Some(domain), Some(selector), Some(key)) => {
+                inner = inner.with_dkim(dkim_signer(domain, selector, key, dkim_algorithm)?);
+            }
+            _ => {
+                return Err(EngineErr(engine::Error::Dkim(
+                    "dkim_domain, dkim_selector and dkim_private_key must be given together".into(),
+                )))
+            }
+        }
+        Ok(PyMessageRenderer { inner })
     }
 
     /// The link table: distinct tracked link URLs in order of first appearance (index = id).
@@ -362,7 +380,10 @@ impl PyMessageRenderer {
     }
 
     /// Render one complete RFC 5322 message (CRLF line endings, not dot-stuffed).
-    #[pyo3(signature = (values, *, message_id, unsubscribe_url, date, tracking_token = None))]
+    #[pyo3(signature = (
+        values, *, message_id, unsubscribe_url, date, tracking_token = None, dkim_timestamp = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn render<'py>(
         &self,
         py: Python<'py>,
@@ -371,6 +392,7 @@ impl PyMessageRenderer {
         unsubscribe_url: &str,
         date: &str,
         tracking_token: Option<&str>,
+        dkim_timestamp: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let fields = self.inner.fields();
         let mut owned = Vec::with_capacity(fields.len());
@@ -383,13 +405,19 @@ impl PyMessageRenderer {
             tracking_token,
         };
         let inner = &self.inner;
-        let message = without_gil(py, || inner.render(&recipient, date)).map_err(EngineErr)?;
+        let timestamp = self.dkim_timestamp(dkim_timestamp);
+        let message =
+            without_gil(py, || inner.render_at(&recipient, date, timestamp)).map_err(EngineErr)?;
         Ok(PyBytes::new(py, &message))
     }
 
     /// Render one message per recipient; inputs are converted under the GIL, rendering runs
     /// with the GIL released (large batches use every core).
-    #[pyo3(signature = (values, *, message_ids, unsubscribe_urls, date, tracking_tokens = None))]
+    #[pyo3(signature = (
+        values, *, message_ids, unsubscribe_urls, date, tracking_tokens = None,
+        dkim_timestamp = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn render_batch<'py>(
         &self,
         py: Python<'py>,
@@ -398,6 +426,7 @@ impl PyMessageRenderer {
         unsubscribe_urls: Vec<PyBackedStr>,
         date: &str,
         tracking_tokens: Option<Vec<PyBackedStr>>,
+        dkim_timestamp: Option<u64>,
     ) -> PyResult<Bound<'py, PyList>> {
         let n = values.len();
         let tokens_len = tracking_tokens.as_ref().map_or(n, Vec::len);
@@ -428,12 +457,13 @@ impl PyMessageRenderer {
             })
             .collect();
         let inner = &self.inner;
+        let timestamp = self.dkim_timestamp(dkim_timestamp);
         let list = PyList::empty(py);
         // Windows of RENDER_WINDOW messages bound the Rust-side buffers (they are copied into
         // `bytes` and freed window by window) while each window still uses every core.
         for window in recipients.chunks(RENDER_WINDOW) {
-            let messages =
-                without_gil(py, || inner.render_batch(window, date)).map_err(EngineErr)?;
+            let messages = without_gil(py, || inner.render_batch_at(window, date, timestamp))
+                .map_err(EngineErr)?;
             for message in messages {
                 list.append(PyBytes::new(py, &message))?;
             }
@@ -443,6 +473,118 @@ impl PyMessageRenderer {
 
     fn __repr__(&self) -> String {
         format!("<MessageRenderer fields={:?}>", self.inner.fields())
+    }
+}
+
+impl PyMessageRenderer {
+    /// The `t=` timestamp of a render call: the given one, else (only when signing) now.
+    fn dkim_timestamp(&self, given: Option<u64>) -> Option<u64> {
+        given.or_else(|| self.inner.dkim().map(|_| unix_now()))
+    }
+}
+
+/// Current UNIX time in seconds (the binding's only clock read; the core takes timestamps).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn dkim_signer(
+    domain: &str,
+    selector: &str,
+    private_key: &str,
+    algorithm: &str,
+) -> EngineResult<engine::DkimSigner> {
+    let algorithm = engine::DkimAlgorithm::parse(algorithm)?;
+    Ok(engine::DkimSigner::new(
+        domain,
+        selector,
+        private_key,
+        algorithm,
+    )?)
+}
+
+/// Messages signed per GIL-released call of `DkimSigner.sign_batch`.
+const SIGN_WINDOW: usize = 64 * engine::dkim::PARALLEL_THRESHOLD;
+
+/// DKIM signer of one domain and selector (relaxed/relaxed, SHA-256).
+#[pyclass(module = "mailcore._engine", name = "DkimSigner", frozen)]
+struct PyDkimSigner {
+    inner: engine::DkimSigner,
+}
+
+#[pymethods]
+impl PyDkimSigner {
+    #[new]
+    #[pyo3(signature = (*, domain, selector, private_key, algorithm = "rsa-sha256"))]
+    fn new(domain: &str, selector: &str, private_key: &str, algorithm: &str) -> EngineResult<Self> {
+        Ok(PyDkimSigner {
+            inner: dkim_signer(domain, selector, private_key, algorithm)?,
+        })
+    }
+
+    #[getter]
+    fn domain(&self) -> &str {
+        self.inner.domain()
+    }
+
+    #[getter]
+    fn selector(&self) -> &str {
+        self.inner.selector()
+    }
+
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        self.inner.algorithm().name()
+    }
+
+    /// The DNS TXT record value to publish at `{selector}._domainkey.{domain}`.
+    #[getter]
+    fn dns_record(&self) -> &str {
+        self.inner.dns_record()
+    }
+
+    /// `message` with a DKIM-Signature field prepended (GIL released).
+    #[pyo3(signature = (message, *, timestamp))]
+    fn sign<'py>(
+        &self,
+        py: Python<'py>,
+        message: &[u8],
+        timestamp: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let inner = &self.inner;
+        let signed = without_gil(py, || inner.sign(message, timestamp)).map_err(EngineErr)?;
+        Ok(PyBytes::new(py, &signed))
+    }
+
+    /// Sign every message (same timestamp) with the GIL released, using every core.
+    #[pyo3(signature = (messages, *, timestamp))]
+    fn sign_batch<'py>(
+        &self,
+        py: Python<'py>,
+        messages: Vec<PyBackedBytes>,
+        timestamp: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let inner = &self.inner;
+        let list = PyList::empty(py);
+        for window in messages.chunks(SIGN_WINDOW) {
+            let signed =
+                without_gil(py, || inner.sign_batch(window, timestamp)).map_err(EngineErr)?;
+            for message in signed {
+                list.append(PyBytes::new(py, &message))?;
+            }
+        }
+        Ok(list)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<DkimSigner domain={:?} selector={:?} algorithm={:?}>",
+            self.inner.domain(),
+            self.inner.selector(),
+            self.inner.algorithm().name()
+        )
     }
 }
 
@@ -466,5 +608,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;
+    m.add_class::<PyDkimSigner>()?;
     Ok(())
 }

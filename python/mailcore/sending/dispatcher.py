@@ -208,6 +208,7 @@ class Dispatcher:
                 clock=self.mc.clock,
                 bounce_domain=self.settings.bounce_domain,
                 secret_key=self.mc.secret_key,
+                dkim=self.settings.dkim,
             )
             self._renderers[send.campaign_id] = renderer
         return renderer

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from .. import _engine
+from ..config import DkimKey
 from ..ids import Clock
 from ..inbound.verp import VerpCodec
 from ..models import CampaignCreate
@@ -23,8 +26,21 @@ def verp_codec(secret_key: str) -> VerpCodec:
 
 
 def renderer_for(
-    definition: CampaignCreate, campaign_id: str, public_url: str
+    definition: CampaignCreate,
+    campaign_id: str,
+    public_url: str,
+    dkim: Mapping[str, DkimKey] | None = None,
 ) -> _engine.MessageRenderer:
+    """The campaign's compiled renderer; DKIM-signing when its from-domain has a key."""
+    key = (dkim or {}).get(definition.from_.email.rpartition("@")[2])
+    signing: dict[str, Any] = {}
+    if key is not None:
+        signing = {
+            "dkim_domain": definition.from_.email.rpartition("@")[2],
+            "dkim_selector": key.selector,
+            "dkim_private_key": Path(key.private_key_file).read_text(),
+            "dkim_algorithm": key.algorithm,
+        }
     return _engine.MessageRenderer(
         subject=definition.subject,
         preheader=definition.preheader,
@@ -37,6 +53,7 @@ def renderer_for(
         track_opens=definition.tracking.opens,
         track_clicks=definition.tracking.clicks,
         tracking_base=public_url.rstrip("/"),
+        **signing,
     )
 
 
@@ -72,11 +89,12 @@ class BatchRenderer:
         clock: Clock,
         bounce_domain: str = "",
         secret_key: str = "",
+        dkim: Mapping[str, DkimKey] | None = None,
     ) -> None:
         self.definition = definition
         self.campaign_id = campaign_id
         self.sender = definition.from_.email
-        self._engine = renderer_for(definition, campaign_id, public_url)
+        self._engine = renderer_for(definition, campaign_id, public_url, dkim)
         self._tracked = definition.tracking.opens or definition.tracking.clicks
         self._seq = campaign_seq
         self._base = public_url.rstrip("/")
@@ -102,11 +120,13 @@ class BatchRenderer:
 
     def render(self, work: list[RecipientWork]) -> list[bytes]:
         """Runs in a worker thread; the engine renders with the GIL released."""
+        now = self._clock()
         return self._engine.render_batch(
             [merge_values(w) for w in work],
             message_ids=[self.message_id(w.contact_seq) for w in work],
             unsubscribe_urls=[self.unsubscribe_url(w.contact_seq) for w in work],
-            date=format_datetime(self._clock()),
+            date=format_datetime(now),
+            dkim_timestamp=int(now.timestamp()),
             tracking_tokens=(
                 [self._signer.sign(TRACKING, self._seq, w.contact_seq) for w in work]
                 if self._tracked

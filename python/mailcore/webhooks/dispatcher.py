@@ -44,7 +44,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 class WebhookDispatcher:
-    def __init__(self, mc: Mailcore, *, poll_seconds: float = 0.5) -> None:
+    def __init__(self, mc: Mailcore, *, poll_seconds: float = 0.1) -> None:
         self.mc = mc
         self.settings = mc.settings
         self.poll_seconds = poll_seconds
