@@ -10,21 +10,11 @@ import base64
 import hashlib
 import hmac
 
+from . import varint
+
 UNSUBSCRIBE = b"u"
 TRACKING = b"t"
 _MAC_BYTES = 16
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 class TokenSigner:
@@ -32,7 +22,7 @@ class TokenSigner:
         self._key = hashlib.sha256(b"mailcore-links:" + secret.encode()).digest()
 
     def sign(self, kind: bytes, *numbers: int) -> str:
-        payload = kind + b"".join(_varint(n) for n in numbers)
+        payload = kind + b"".join(varint.encode(n) for n in numbers)
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
 
@@ -50,12 +40,5 @@ class TokenSigner:
         expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected) or not payload.startswith(kind):
             return None
-        numbers: list[int] = []
-        value = shift = 0
-        for byte in payload[len(kind) :]:
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                numbers.append(value)
-                value = shift = 0
-        return tuple(numbers) if len(numbers) == count and shift == 0 else None
+        numbers = varint.decode_all(payload[len(kind) :])
+        return tuple(numbers) if numbers is not None and len(numbers) == count else None

@@ -17,36 +17,14 @@ import hashlib
 import hmac
 import re
 
+from .. import varint
+
 _MAC_BYTES = 10
 _MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
 _MIN_TOKEN = 20  # two one-byte varints + MAC = 12 bytes → 20 base32 characters
 _BASE32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varints(data: bytes) -> list[int] | None:
-    numbers: list[int] = []
-    value = shift = 0
-    for byte in data:
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            numbers.append(value)
-            value = shift = 0
-    return numbers if shift == 0 else None
 
 
 def _b32(data: bytes) -> str:
@@ -69,7 +47,7 @@ class VerpCodec:
     def token(self, campaign_seq: int, contact_seq: int) -> str:
         if campaign_seq < 0 or contact_seq < 0:
             raise ValueError("sequence numbers must be non-negative")
-        payload = _varint(campaign_seq) + _varint(contact_seq)
+        payload = varint.encode(campaign_seq) + varint.encode(contact_seq)
         return _b32(payload + self._mac(payload))
 
     def encode(self, local: str, domain: str, campaign_seq: int, contact_seq: int) -> str:
@@ -107,7 +85,7 @@ class VerpCodec:
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
-        numbers = _read_varints(payload)
+        numbers = varint.decode_all(payload)
         if numbers is None or len(numbers) != 2:
             return None
         return numbers[0], numbers[1]
