@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import data, loadgen, servers
+from . import data, loadgen, results, servers
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS = results.RESULTS
 SECTION = "## API (`python -m benchmarks.api`)"
 TARGET_RPS = 1_500
 TARGET_ROWS_PER_S = 50_000
@@ -327,23 +327,7 @@ def _busy_warning(wall: Wall) -> list[str]:
 
 
 def write_results(text: str, path: Path = RESULTS) -> None:
-    """Replace this benchmark's section (up to the next ``## ``), or append it."""
-    if path.exists():
-        old = path.read_text()
-    else:
-        old = (
-            "# Benchmark results\n\n"
-            f"Machine: {machine()}. Created {datetime.now(UTC):%Y-%m-%d} by `{command()}`; "
-            "each section is rewritten by its own benchmark's `--write-results`.\n"
-        )
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        rest = old[end + 1 :] if end != -1 else ""
-        new = old[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(new)
+    results.write_section(SECTION, text, path)
 
 
 # -- main ---------------------------------------------------------------------------

@@ -46,9 +46,9 @@ from typing import Any
 
 from mailcore import _engine
 
-from . import api, servers
+from . import api, results, servers
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS = results.RESULTS
 SECTION = "## Engine (`python -m benchmarks.engine`)"
 
 # Targets from the issue.
@@ -881,16 +881,7 @@ def section(opts: Options, fig: Figures, seconds: float, other_share: float) -> 
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace this benchmark's section (up to the next ``## ``), or append it."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        rest = old[end + 1 :] if end != -1 else ""
-        new = old[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(new)
+    results.write_section(SECTION, text, path)
 
 
 # -- main -----------------------------------------------------------------------------

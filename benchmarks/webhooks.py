@@ -53,10 +53,10 @@ from mailcore.models import WebhookCreate
 from mailcore.store.base import EventRecord
 from mailcore.webhooks.events import EmailEventData, record
 
-from . import api, servers
+from . import api, results, servers
 from .loadgen import percentile
 
-RESULTS = api.RESULTS
+RESULTS = results.RESULTS
 SECTION = "## Webhooks (`python -m benchmarks.webhooks`)"
 EMIT_BATCH = 1_000
 DRAIN_TIMEOUT = 120.0
@@ -750,17 +750,7 @@ def command() -> str:
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace this benchmark's section (up to the next ``## ``), or append it.
-    (``api.write_results`` does the same for the API section only.)"""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        rest = old[end + 1 :] if end != -1 else ""
-        new = old[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(new)
+    results.write_section(SECTION, text, path)
 
 
 # -- main -----------------------------------------------------------------------------
