@@ -69,6 +69,10 @@ class AudienceIndex:
         statuses: Sequence[int],
         tags: Sequence[Sequence[str]],
     ) -> None: ...
+    def upsert_raw(self, contacts: bytes, statuses: bytes, tags_json: Sequence[bytes]) -> None:
+        """Batch upsert from storage columns: ``contacts`` little-endian u32
+        (``array('I').tobytes()``), ``statuses`` one byte each, ``tags_json[i]`` a JSON
+        array of strings. Invalid input raises ``EngineError`` and changes nothing."""
     def remove(self, contact: int) -> bool: ...
     def count(
         self,

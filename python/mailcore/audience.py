@@ -13,9 +13,9 @@ from array import array
 import anyio
 
 from . import _engine
-from .store import Store
+from .store import CONTACT_STATUS_CODES, Store
 
-STATUS_CODES: dict[str, int] = {"subscribed": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}
+STATUS_CODES = CONTACT_STATUS_CODES
 SUBSCRIBED = [STATUS_CODES["subscribed"]]
 
 
@@ -42,9 +42,7 @@ class AudienceIndexes:
             changes = await self._store.contact_changes(account_id, entry.revision)
             if changes.revision != entry.revision:
                 if changes.seqs:
-                    entry.index.upsert_many(
-                        changes.seqs, [STATUS_CODES[s] for s in changes.statuses], changes.tags
-                    )
+                    entry.index.upsert_raw(changes.seqs, changes.statuses, changes.tags_json)
                 for seq in changes.removed:
                     entry.index.remove(seq)
                 entry.revision = changes.revision

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import sys
 from array import array
 from collections.abc import Sequence
 
+import msgspec
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -124,6 +126,95 @@ def test_upsert_many_length_mismatch() -> None:
     with pytest.raises(eng.EngineError):
         ix.upsert_many([1], [0], [])
     assert len(ix) == 0
+
+
+def raw_columns(
+    contacts: Sequence[int], statuses: Sequence[int], tags: Sequence[Sequence[str]]
+) -> tuple[bytes, bytes, list[bytes]]:
+    ids = array("I", contacts)
+    if sys.byteorder != "little":
+        ids.byteswap()
+    return ids.tobytes(), bytes(statuses), [msgspec.json.encode(list(t)) for t in tags]
+
+
+def same_index(a: eng.AudienceIndex, b: eng.AudienceIndex) -> None:
+    assert len(a) == len(b)
+    assert a.tags() == b.tags()
+    assert a.members() == b.members()
+    for tag in a.tags():
+        assert a.members(any_tags=[tag]) == b.members(any_tags=[tag]), tag
+    for status in range(256):
+        assert a.members(statuses=[status]) == b.members(statuses=[status]), status
+
+
+# Tags as stored: any text, including quotes, backslashes, controls and non-BMP characters.
+raw_tag_st = st.sampled_from(TAGS) | st.text(max_size=6)
+raw_rows_st = st.lists(
+    st.tuples(
+        st.sampled_from(CONTACTS) | st.integers(0, 2**32 - 1),
+        st.integers(0, 255),
+        st.lists(raw_tag_st, max_size=4),
+    ),
+    max_size=30,
+)
+
+
+@given(before=raw_rows_st, rows=raw_rows_st)
+@settings(max_examples=200, deadline=None)
+def test_upsert_raw_matches_upsert_many(
+    before: list[tuple[int, int, list[str]]], rows: list[tuple[int, int, list[str]]]
+) -> None:
+    a, b = eng.AudienceIndex(), eng.AudienceIndex()
+    for ix in (a, b):
+        ix.upsert_many([r[0] for r in before], [r[1] for r in before], [r[2] for r in before])
+    contacts, statuses, tags = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    a.upsert_many(contacts, statuses, tags)
+    b.upsert_raw(*raw_columns(contacts, statuses, tags))
+    same_index(a, b)
+
+
+def test_upsert_raw_json_forms() -> None:
+    ix = eng.AudienceIndex()
+    json = [
+        b"[]",
+        b' [ "a" , "b" ] ',
+        rb'["\"q\/\u00e9\ud83d\ude00\n"]',
+        '["é"]'.encode(),
+    ]
+    ix.upsert_raw(*raw_columns(range(4), [0] * 4, [[]] * 4)[:2], json)
+    assert ix.tags() == sorted(["a", "b", '"q/é😀\n', "é"])
+    assert decode(ix.members(any_tags=["é"])) == [3]
+
+
+@pytest.mark.parametrize(
+    ("contacts", "statuses", "tags_json", "match"),
+    [
+        (b"\x01\x00\x00", b"", [], "multiple of 4"),
+        (b"\x01\x00\x00\x00", b"", [b"[]"], "length mismatch"),
+        (b"\x01\x00\x00\x00", b"\x00", [], "length mismatch"),
+        (b"\x01\x00\x00\x00", b"\x00", [b'["a",]'], r"tags_json\[0\]"),
+        (b"\x01\x00\x00\x00", b"\x00", [b"[1]"], "expected a string at byte 1"),
+        (b"\x01\x00\x00\x00", b"\x00", [b'["\\ud800"]'], "surrogate"),
+        (b"\x01\x00\x00\x00", b"\x00", [b'["\xff"]'], "UTF-8"),
+    ],
+)
+def test_upsert_raw_rejects_bad_input(
+    contacts: bytes, statuses: bytes, tags_json: list[bytes], match: str
+) -> None:
+    ix = eng.AudienceIndex()
+    ix.upsert(1, 3, ["keep"])
+    with pytest.raises(eng.EngineError, match=match):
+        ix.upsert_raw(contacts, statuses, tags_json)
+    assert ix.tags() == ["keep"]
+    assert decode(ix.members(statuses=[3])) == [1]
+
+
+def test_upsert_raw_type_errors() -> None:
+    ix = eng.AudienceIndex()
+    with pytest.raises(TypeError):
+        ix.upsert_raw(b"", b"", [""])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        ix.upsert_raw([1], b"\x00", [b"[]"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("contact", "status"), [(-1, 0), (2**32, 0), (1, 256), (1, -1)])

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::{Error, Result};
+use crate::json::parse_string_array_into;
 
 /// Contact identifier.
 pub type ContactId = u32;
@@ -99,8 +100,19 @@ impl AudienceIndex {
                 tags.len()
             )));
         }
+        self.upsert_batch(contacts, statuses, |i| tags[i].as_slice());
+        Ok(())
+    }
+
+    /// The batch upsert of validated, equal-length inputs; `tags_of(i)` is row `i`'s tags.
+    fn upsert_batch<'a, S: AsRef<str> + 'a>(
+        &mut self,
+        contacts: &[ContactId],
+        statuses: &[Status],
+        tags_of: impl Fn(usize) -> &'a [S],
+    ) {
         if contacts.is_empty() {
-            return Ok(());
+            return;
         }
         let batch: RoaringBitmap = contacts.iter().copied().collect();
 
@@ -127,7 +139,7 @@ impl AudienceIndex {
                 continue;
             }
             status_members.entry(statuses[i]).or_default().push(contact);
-            for tag in &tags[i] {
+            for tag in tags_of(i) {
                 tag_members.entry(tag.as_ref()).or_default().push(contact);
             }
         }
@@ -143,6 +155,46 @@ impl AudienceIndex {
                 }
             }
         }
+    }
+
+    /// Batch upsert from raw storage columns: `contacts` is little-endian `u32`s, `statuses`
+    /// one byte per contact and `tags_json[i]` the JSON array of strings stored for contact
+    /// `i`. Everything is validated (lengths, JSON) before the index changes.
+    pub fn upsert_raw<B: AsRef<[u8]>>(
+        &mut self,
+        contacts: &[u8],
+        statuses: &[Status],
+        tags_json: &[B],
+    ) -> Result<()> {
+        if !contacts.len().is_multiple_of(4) {
+            return Err(Error::Audience(format!(
+                "upsert_raw: contacts is {} bytes, not a multiple of 4",
+                contacts.len()
+            )));
+        }
+        let ids: Vec<ContactId> = contacts
+            .chunks_exact(4)
+            .map(|b| ContactId::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if ids.len() != statuses.len() || ids.len() != tags_json.len() {
+            return Err(Error::Audience(format!(
+                "upsert_raw: length mismatch (contacts={}, statuses={}, tags_json={})",
+                ids.len(),
+                statuses.len(),
+                tags_json.len()
+            )));
+        }
+        // All rows' tags in one flat vector (no per-row allocation); row i's tags are
+        // `flat[ends[i - 1]..ends[i]]`.
+        let mut flat = Vec::with_capacity(tags_json.len() * 2);
+        let mut ends = Vec::with_capacity(tags_json.len() + 1);
+        ends.push(0);
+        for (i, json) in tags_json.iter().enumerate() {
+            parse_string_array_into(json.as_ref(), &mut flat)
+                .map_err(|e| Error::Audience(format!("upsert_raw: tags_json[{i}]: {e}")))?;
+            ends.push(flat.len());
+        }
+        self.upsert_batch(&ids, statuses, |i| &flat[ends[i]..ends[i + 1]]);
         Ok(())
     }
 
@@ -390,6 +442,73 @@ mod tests {
         for s in 0..=255u8 {
             assert_eq!(batch.status_bitmap(s), seq.status_bitmap(s), "{s}");
         }
+    }
+
+    #[test]
+    fn upsert_raw_matches_upsert_many() {
+        let contacts = [5u32, 1, 9, 5, 2, u32::MAX];
+        let statuses = [1, 2, 3, 4, 0, 7];
+        let json: [&[u8]; 6] = [
+            br#"["x"]"#,
+            br#"["a","a"]"#,
+            b"[]",
+            br#"["y", "b"]"#,
+            br#"["c\u00e9","q\"t"]"#,
+            br#"["x","z"]"#,
+        ];
+        let tags: Vec<Vec<&str>> = vec![
+            vec!["x"],
+            vec!["a", "a"],
+            vec![],
+            vec!["y", "b"],
+            vec!["c\u{e9}", "q\"t"],
+            vec!["x", "z"],
+        ];
+        let raw: Vec<u8> = contacts.iter().flat_map(|c| c.to_le_bytes()).collect();
+        let mut a = sample();
+        a.upsert_raw(&raw, &statuses, &json).unwrap();
+        let mut b = sample();
+        b.upsert_many(&contacts, &statuses, &tags).unwrap();
+        assert_eq!(a.tags(), b.tags());
+        assert_eq!(a.all(), b.all());
+        for t in b.tags() {
+            assert_eq!(a.tag_bitmap(&t), b.tag_bitmap(&t), "{t}");
+        }
+        for s in 0..=255u8 {
+            assert_eq!(a.status_bitmap(s), b.status_bitmap(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn upsert_raw_rejects_bad_input_without_changing_the_index() {
+        let mut ix = sample();
+        let before = ix.clone();
+        let one = 7u32.to_le_bytes();
+        let two = [one, one].concat();
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [&'a [u8]]);
+        let cases: [Case<'_>; 5] = [
+            (&one[..3], &[], &[]),
+            (&one, &[0, 0], &[b"[]"]),
+            (&one, &[0], &[]),
+            (&one, &[0], &[br#"["a",]"#]),
+            (&two, &[0, 0], &[b"[]", b"[1]"]),
+        ];
+        for (contacts, statuses, json) in cases {
+            let err = ix.upsert_raw(contacts, statuses, json).unwrap_err();
+            assert!(matches!(err, Error::Audience(_)), "{err}");
+        }
+        let err = ix
+            .upsert_raw(&two, &[0, 0], &[&b"[]"[..], b"[1]"])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("tags_json[1]: expected a string at byte 1"),
+            "{err}"
+        );
+        assert_eq!(ix.all(), before.all());
+        assert_eq!(ix.tags(), before.tags());
+        ix.upsert_raw::<&[u8]>(&[], &[], &[]).unwrap();
+        assert_eq!(ix.all(), before.all());
     }
 
     #[test]

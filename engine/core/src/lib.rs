@@ -2,7 +2,8 @@
 //!
 //! * [`money`]: integer micro-dollar arithmetic, formatting and parsing.
 //! * [`template`]: the merge-tag template language (`{{ path | default: "x" }}`).
-//! * [`audience`]: roaring-bitmap audience index (tags × statuses).
+//! * [`audience`]: roaring-bitmap audience index (tags × statuses); [`json`] parses the
+//!   stored tag arrays for its bulk load.
 //! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
 //!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
 //!
@@ -15,6 +16,7 @@ pub mod audience;
 pub mod dkim;
 pub mod error;
 pub mod header;
+pub mod json;
 pub mod mime;
 pub mod money;
 mod parallel;

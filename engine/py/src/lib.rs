@@ -212,6 +212,22 @@ impl PyAudienceIndex {
         })?)
     }
 
+    /// Batch upsert from raw storage columns (`contacts`: little-endian u32 bytes,
+    /// `statuses`: one byte each, `tags_json`: each a JSON array of strings). The `bytes`
+    /// are borrowed under the GIL; JSON parsing and bitmap work run with it released.
+    fn upsert_raw(
+        &mut self,
+        py: Python<'_>,
+        contacts: &[u8],
+        statuses: &[u8],
+        tags_json: Vec<PyBackedBytes>,
+    ) -> EngineResult<()> {
+        let inner = &mut self.inner;
+        Ok(without_gil(py, || {
+            inner.upsert_raw(contacts, statuses, &tags_json)
+        })?)
+    }
+
     /// Remove a contact; True if it was present.
     fn remove(&mut self, contact: u32) -> bool {
         self.inner.remove(contact)

@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from ..errors import ValidationError
 from .base import (
+    CONTACT_STATUS_CODES,
+    UNKNOWN_STATUS_CODE,
     AccountRow,
     CampaignRow,
     ContactChanges,
@@ -51,6 +53,8 @@ def store_from_url(url: str) -> Store:
 
 
 __all__ = [
+    "CONTACT_STATUS_CODES",
+    "UNKNOWN_STATUS_CODE",
     "AccountRow",
     "CampaignRow",
     "ContactChanges",

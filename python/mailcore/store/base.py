@@ -49,13 +49,29 @@ class ContactFilter(Record, frozen=True):
     email: str | None = None
 
 
+# Contact status -> the audience index's status code (one byte).
+CONTACT_STATUS_CODES: dict[str, int] = {
+    "subscribed": 0,
+    "unsubscribed": 1,
+    "bounced": 2,
+    "complained": 3,
+}
+# Code of a status missing from CONTACT_STATUS_CODES (matched by no audience query).
+UNKNOWN_STATUS_CODE = 255
+
+
 class ContactChanges(Record, frozen=True):
-    """Rows written and removed since a revision, for the audience index to catch up."""
+    """Rows written and removed since a revision, for the audience index to catch up.
+
+    The written rows come as raw columns for ``AudienceIndex.upsert_raw``: ``seqs`` is
+    little-endian u32 (``array('I')``), ``statuses`` one code byte per row
+    (:data:`CONTACT_STATUS_CODES`), ``tags_json`` each row's stored JSON array of tags.
+    """
 
     revision: int
-    seqs: list[int]
-    statuses: list[str]
-    tags: list[list[str]]
+    seqs: bytes
+    statuses: bytes
+    tags_json: list[bytes]
     removed: list[int]
 
 

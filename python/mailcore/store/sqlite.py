@@ -8,7 +8,9 @@ connection, both driven from worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +37,8 @@ from ..webhooks.events import (
 )
 from ..webhooks.events import record as record_event
 from .base import (
+    CONTACT_STATUS_CODES,
+    UNKNOWN_STATUS_CODE,
     AccountRow,
     CampaignRow,
     ContactChanges,
@@ -61,6 +65,14 @@ T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(list[str]).decode
 _decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
+
+# The audience catch-up read: raw columns, the status mapped to its code in SQL.
+_CONTACT_CHANGES_SQL = (
+    "SELECT seq, CASE status "
+    + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CONTACT_STATUS_CODES.items())
+    + f" ELSE {UNKNOWN_STATUS_CODE} END, CAST(tags AS BLOB) FROM contacts "
+    "WHERE account_id = ? AND rev > ? AND rev <= ?"
+)
 
 _CONTACT_COLUMNS = (
     "seq, id, account_id, email, first_name, last_name, tags, custom_fields, status, "
@@ -825,19 +837,16 @@ class SqliteStore(Store):
                 "SELECT rev FROM contact_revisions WHERE account_id = ?", (account_id,)
             ).fetchone()
             revision = 0 if row is None else int(row[0])
-            seqs: list[int] = []
-            statuses: list[str] = []
-            tags: list[list[str]] = []
+            seqs = array("I")
+            statuses = b""
+            tags_json: list[bytes] = []
             removed: list[int] = []
             if revision > since:
-                for seq, status, tag_json in conn.execute(
-                    "SELECT seq, status, tags FROM contacts "
-                    "WHERE account_id = ? AND rev > ? AND rev <= ?",
-                    (account_id, since, revision),
-                ):
-                    seqs.append(seq)
-                    statuses.append(status)
-                    tags.append(_decode_tags(tag_json))
+                rows = conn.execute(_CONTACT_CHANGES_SQL, (account_id, since, revision)).fetchall()
+                seqs = array("I", [r[0] for r in rows])
+                statuses = bytes([r[1] for r in rows])
+                tags_json = [r[2] for r in rows]
+                del rows
                 removed = [
                     r[0]
                     for r in conn.execute(
@@ -846,8 +855,14 @@ class SqliteStore(Store):
                         (account_id, since, revision),
                     )
                 ]
+            if sys.byteorder != "little":
+                seqs.byteswap()
             return ContactChanges(
-                revision=revision, seqs=seqs, statuses=statuses, tags=tags, removed=removed
+                revision=revision,
+                seqs=seqs.tobytes(),
+                statuses=statuses,
+                tags_json=tags_json,
+                removed=removed,
             )
 
         # Read on the writer's limiter: the revision and the rows are one snapshot.
