@@ -4,10 +4,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mailcore-installed
-ENGINE_SRC := Cargo.toml pyproject.toml $(shell find engine -name '*.rs' -o -name Cargo.toml 2>/dev/null)
+ENGINE_SRC := Cargo.toml pyproject.toml $(shell find engine -path engine/fuzz -prune -o \( -name '*.rs' -o -name Cargo.toml \) -print 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint fmt bench openapi clean
+.PHONY: help setup demo test lint fmt bench openapi clean fuzz
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -48,6 +48,21 @@ bench: setup ## the benchmark suite; figures go to benchmarks/RESULTS.md
 
 openapi: setup ## regenerate api/openapi.json from the code
 	$(VENV)/bin/mailcore openapi --output api/openapi.json
+
+FUZZ_DIR := engine/fuzz
+FUZZ_TARGETS := template_parser mime_writer tracking_links
+FUZZ_TIME ?= 20
+# cargo-fuzz passes -Z flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
+
+fuzz: ## cargo-fuzz targets in engine/fuzz, 20 s each (FUZZ_TIME=); fails on a crash
+	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install cargo-fuzz --locked"; exit 1; }
+	$(FUZZ) build --fuzz-dir $(FUZZ_DIR)
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/target/corpus/$$t; \
+	  $(FUZZ) run --fuzz-dir $(FUZZ_DIR) $$t $(FUZZ_DIR)/target/corpus/$$t $(FUZZ_DIR)/corpus/$$t \
+	    -- -max_total_time=$(FUZZ_TIME) -print_final_stats=1 || exit 1; \
+	done
 
 clean: ## remove the virtualenv and build output
 	rm -rf $(VENV) target demo-out
