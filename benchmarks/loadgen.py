@@ -23,6 +23,7 @@ import trio
 CONTACTS = "/v1/mail/contacts"
 IMPORT = "/v1/mail/contacts/import"
 ClientKind = Literal["lean", "httpx"]
+REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,9 @@ class LeanPoster:
         if stream is None:
             stream = self._streams[worker] = await trio.open_tcp_stream(self._host, self._port)
             self._buffers[worker].clear()
-        await stream.send_all(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
-        status, keep_alive = await _read_response(stream, self._buffers[worker])
+        with trio.fail_after(REQUEST_TIMEOUT):  # as httpx's timeout: a stuck server fails the run
+            await stream.send_all(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+            status, keep_alive = await _read_response(stream, self._buffers[worker])
         if not keep_alive:
             await self._close(worker)
         return status
@@ -135,7 +137,7 @@ async def open_poster(
     kind: ClientKind, base_url: str, api_key: str, concurrency: int
 ) -> AsyncIterator[Poster]:
     if kind == "httpx":
-        async with _httpx_client(base_url, api_key, concurrency, timeout=30) as client:
+        async with _httpx_client(base_url, api_key, concurrency, REQUEST_TIMEOUT) as client:
             yield HttpxPoster(client)
         return
     url = urlsplit(base_url)

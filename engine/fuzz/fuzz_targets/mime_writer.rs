@@ -130,7 +130,12 @@ fn check(msg: &[u8], reply_to: bool, extra: bool) {
     assert_eq!(seen.len(), expected.len(), "headers {seen:?}");
 
     let head = &lines[..blank].join("\r\n");
-    let boundary = head
+    // From the Content-Type field itself: a display name may contain `boundary="` too.
+    let content_type = head
+        .find("\r\nContent-Type: multipart/alternative;")
+        .map(|i| &head[i..])
+        .expect("multipart Content-Type header");
+    let boundary = content_type
         .split("boundary=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
