@@ -1,8 +1,8 @@
 //! A minimal parser for JSON arrays of strings (the stored form of a contact's tags).
 //!
 //! Accepts exactly RFC 8259 `[ "a", "b" ]` with optional whitespace; strings may use every
-//! JSON escape (`\" \\ \/ \b \f \n \r \t \uXXXX`, surrogate pairs combined). Strings without
-//! escapes are borrowed from the input.
+//! JSON escape (the two-character ones and `\u` with four hex digits, surrogate pairs
+//! combined). Strings without escapes are borrowed from the input.
 
 use std::borrow::Cow;
 use std::fmt;
