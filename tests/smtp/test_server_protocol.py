@@ -260,6 +260,7 @@ def test_ehlo_advertises_extensions_and_starttls_drops_pipelined_commands() -> N
         "8BITMIME",
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
+        "CHUNKING",
         "STARTTLS",
     )
     got = events(server, b"STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n")

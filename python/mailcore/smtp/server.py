@@ -9,6 +9,14 @@ replies and write them out when ``next_event`` returns :data:`NEED_DATA`.
 The message ends only at ``<CRLF>.<CRLF>``; a bare ``\\n.\\n`` or ``\\r.\\r`` inside is
 content (with every bare CR or LF turned into CRLF), so nothing can be smuggled past the
 end of the data.
+
+With ``chunking=True`` the server offers CHUNKING (RFC 3030): ``BDAT <size> [LAST]`` is
+followed by exactly ``size`` octets, which the machine always consumes, even when the
+command is refused (no MAIL, no accepted recipient: the client may have pipelined the
+chunk after RCPTs that failed), and only then yields one event to answer:
+:class:`ChunkReceived` for a chunk without LAST, :class:`MessageReceived` (``chunked``)
+for the last, or :class:`CommandRejected`. A refused chunk ends the transaction. The
+content is normalised as with DATA (bare CR/LF to CRLF, a final CRLF).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Callable, Mapping
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
+    ChunkReceived,
     CommandRejected,
     ConnectionClosed,
     DataStart,
@@ -34,13 +43,17 @@ from .events import (
     ServerEvent,
     StartTlsRequested,
 )
+from .protocol import normalize_newlines
 from .reply import Reply
 
 MAX_COMMAND_LINE = 2000
 MAX_RECIPIENTS = 1000
 DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+MAX_CHUNK_DIGITS = 15
+"""Longest BDAT size accepted (in digits); a longer one is a syntax error."""
 
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
+_BDAT = re.compile(r"([0-9]{1,%d})(?:[ \t]+(LAST))?[ \t]*" % MAX_CHUNK_DIGITS, re.IGNORECASE)
 _PATH = re.compile(r"\s*<([^<>]*)>(?:\s+(.*))?|\s*([^<>\s]+)(?:\s+(.*))?")
 
 
@@ -48,6 +61,7 @@ class ServerState(enum.Enum):
     GREETING = "greeting"  # the application must send the greeting first
     COMMAND = "command"
     DATA = "data"  # reading the message after 354
+    CHUNK = "chunk"  # reading the octets of a BDAT chunk
     CLOSED = "closed"
 
 
@@ -75,7 +89,10 @@ class ServerProtocol:
     """The server's SMTP state machine.
 
     ``starttls=True`` advertises STARTTLS (until TLS is up: after answering 220 to
-    :class:`StartTlsRequested`, wrap the transport in TLS).
+    :class:`StartTlsRequested`, wrap the transport in TLS). ``chunking`` advertises
+    CHUNKING and accepts BDAT (else BDAT is refused with 502, like a server that does not
+    know it). ``pipelining`` only changes what EHLO advertises: pipelined commands are
+    always read correctly.
     """
 
     def __init__(
@@ -84,10 +101,14 @@ class ServerProtocol:
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         starttls: bool = False,
+        chunking: bool = True,
+        pipelining: bool = True,
     ) -> None:
         self.hostname = hostname
         self.max_size = max_size
         self.starttls = starttls
+        self.chunking = chunking
+        self.pipelining = pipelining
         self.tls_active = False
         self._state = ServerState.GREETING
         self._buf = bytearray()
@@ -102,6 +123,12 @@ class ServerProtocol:
         self._data = bytearray()
         self._bol = True
         self._oversize = False
+        self._chunk_size = 0
+        self._chunk_left = 0  # octets of the current BDAT chunk still to read
+        self._chunk_last = False
+        self._chunk_refusal: CommandRejected | None = None  # the answer once it is read
+        self._chunked = False  # a BDAT chunk was accepted in this transaction
+        self._close_after_reply = False
 
     # -- introspection ---------------------------------------------------------------
 
@@ -120,8 +147,10 @@ class ServerProtocol:
         return tuple(self._rcpts)
 
     def extensions(self) -> list[str]:
-        exts = ["PIPELINING", f"SIZE {self.max_size}", "8BITMIME", "SMTPUTF8"]
-        exts.append("ENHANCEDSTATUSCODES")
+        exts = ["PIPELINING"] if self.pipelining else []
+        exts += [f"SIZE {self.max_size}", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if self.chunking:
+            exts.append("CHUNKING")
         if self.starttls and not self.tls_active:
             exts.append("STARTTLS")
         return exts
@@ -149,7 +178,12 @@ class ServerProtocol:
         if self._state is ServerState.CLOSED:
             return ConnectionClosed()
         try:
-            event = self._data_event() if self._state is ServerState.DATA else self._command_event()
+            if self._state is ServerState.COMMAND:
+                event = self._command_event()
+            elif self._state is ServerState.DATA:
+                event = self._data_event()
+            else:
+                event = self._chunk_event()
         except ProtocolError as exc:
             self._error = exc
             raise
@@ -196,6 +230,31 @@ class ServerProtocol:
                 return NEED_DATA
         return NEED_DATA
 
+    def _chunk_event(self) -> ServerEvent | NeedData:
+        buf = self._buf
+        take = min(self._chunk_left, len(buf))
+        if take:
+            if self._chunk_refusal is None:
+                self._append(bytes(buf[:take]))
+            del buf[:take]
+            self._chunk_left -= take
+        if self._chunk_left:
+            return NEED_DATA
+        self._state = ServerState.COMMAND
+        refusal = self._chunk_refusal
+        if refusal is not None:
+            self._chunk_refusal = None
+            return refusal
+        if self._oversize:
+            self._reset_transaction()
+            return _rejected("BDAT", 552, "5.3.4 Message size exceeds fixed maximum message size")
+        if not self._chunk_last:
+            return ChunkReceived(self._chunk_size)
+        content = normalize_newlines(bytes(self._data))
+        envelope = (self._mail or "", tuple(self._rcpts))
+        self._reset_transaction()
+        return MessageReceived(content, *envelope, chunked=True)
+
     def _end_of_data(self) -> ServerEvent:
         content, oversize = bytes(self._data), self._oversize
         envelope = (self._mail or "", tuple(self._rcpts))
@@ -212,6 +271,7 @@ class ServerProtocol:
         self._data = bytearray()
         self._oversize = False
         self._bol = True
+        self._chunked = False
 
     # -- commands --------------------------------------------------------------------
 
@@ -313,7 +373,32 @@ class ServerProtocol:
             return _rejected(verb, 503, "5.5.1 Need MAIL before DATA")
         if not self._rcpts:
             return _rejected(verb, 554, "5.5.1 No valid recipients")
+        if self._chunked:
+            return _rejected(verb, 503, "5.5.1 DATA and BDAT cannot be mixed; send RSET")
         return DataStart()
+
+    def _on_bdat(self, verb: str, arg: str) -> ServerEvent | NeedData:
+        if not self.chunking:
+            return self._on_unsupported(verb, arg)
+        m = _BDAT.fullmatch(arg)
+        if m is None:
+            # Where the chunk ends is unknown, so the session cannot go on.
+            self._close_after_reply = True
+            return _rejected(verb, 501, "5.5.4 Syntax: BDAT size [LAST]; closing")
+        size = int(m[1])
+        self._chunk_size = size
+        self._chunk_left = size
+        self._chunk_last = m[2] is not None
+        if not self._hello:
+            self._chunk_refusal = _rejected(verb, 503, "5.5.1 Send EHLO or HELO first")
+        elif self._mail is None:
+            self._chunk_refusal = _rejected(verb, 503, "5.5.1 Need MAIL before BDAT")
+        elif not self._rcpts:
+            self._chunk_refusal = _rejected(verb, 554, "5.5.1 No valid recipients")
+        else:
+            self._chunked = True
+        self._state = ServerState.CHUNK
+        return self._chunk_event()
 
     def _on_simple(self, verb: str, arg: str) -> ServerEvent:
         if verb == "RSET":
@@ -341,6 +426,10 @@ class ServerProtocol:
             return reply.to_bytes()
         if event is None:
             raise LocalProtocolError("no command to answer")
+        if self._close_after_reply:
+            self._state = ServerState.CLOSED
+            self._pending = None
+            return reply.to_bytes()
         if reply.code == 354 and not isinstance(event, DataStart):
             raise LocalProtocolError("354 answers DATA only")
         self._pending = None
@@ -355,6 +444,10 @@ class ServerProtocol:
                 self._utf8 = "SMTPUTF8" in params
             case RcptTo(address=address) if ok:
                 self._rcpts.append(address)
+            case ChunkReceived() if not ok:
+                self._reset_transaction()  # a refused chunk fails the transaction
+            case CommandRejected(command="BDAT"):
+                self._reset_transaction()
             case DataStart() if reply.code == 354:
                 self._state = ServerState.DATA
                 self._data = bytearray()
@@ -386,6 +479,8 @@ class ServerProtocol:
                 return Reply.of(250, "2.1.5 OK")
             case DataStart():
                 return Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+            case ChunkReceived(size=size):
+                return Reply.of(250, f"2.0.0 {size} octets received")
             case MessageReceived():
                 return Reply.of(250, "2.0.0 OK: queued")
             case ResetRequested() | NoopRequested():
@@ -400,7 +495,7 @@ class ServerProtocol:
                 raise LocalProtocolError("a closed connection takes no reply")
 
 
-_HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent]] = {
+_HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent | NeedData]] = {
     "EHLO": ServerProtocol._on_hello,
     "HELO": ServerProtocol._on_hello,
     "STARTTLS": ServerProtocol._on_starttls,
@@ -413,5 +508,5 @@ _HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent]] = {
     "VRFY": ServerProtocol._on_unsupported,
     "EXPN": ServerProtocol._on_unsupported,
     "AUTH": ServerProtocol._on_unsupported,
-    "BDAT": ServerProtocol._on_unsupported,
+    "BDAT": ServerProtocol._on_bdat,
 }
