@@ -583,10 +583,10 @@ class SmtpConnection:
                     outcome = await self._data_transaction(mail, rcpts, content)
             finally:
                 self._in_doubt = False
-            if not (outcome.data is not None and outcome.data.is_positive_completion):
-                if not self._broken:
-                    with suppress(SmtpError):  # the outcome stands; a failure marks us broken
-                        await self._command(Rset(), "rset", self.config.mail_timeout)
+            delivered = outcome.data is not None and outcome.data.is_positive_completion
+            if not (delivered or self._broken):
+                with suppress(SmtpError):  # the outcome stands; a failure marks us broken
+                    await self._command(Rset(), "rset", self.config.mail_timeout)
             return outcome
 
     async def _bdat_transaction(

@@ -510,8 +510,8 @@ class ClientProtocol:
                 return encode_message(content)
             case Bdat(chunk, last):
                 payload = self._chunk_payload(chunk, last)
-                verb = b"BDAT %d LAST\r\n" if last else b"BDAT %d\r\n"
-                return b"".join((verb % len(payload), payload))
+                head = f"BDAT {len(payload)} LAST\r\n" if last else f"BDAT {len(payload)}\r\n"
+                return b"".join((head.encode(), payload))
             case Rset():
                 return b"RSET\r\n"
             case Noop():

@@ -53,7 +53,7 @@ MAX_CHUNK_DIGITS = 15
 """Longest BDAT size accepted (in digits); a longer one is a syntax error."""
 
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
-_BDAT = re.compile(r"([0-9]{1,%d})(?:[ \t]+(LAST))?[ \t]*" % MAX_CHUNK_DIGITS, re.IGNORECASE)
+_BDAT = re.compile(rf"([0-9]{{1,{MAX_CHUNK_DIGITS}}})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
 _PATH = re.compile(r"\s*<([^<>]*)>(?:\s+(.*))?|\s*([^<>\s]+)(?:\s+(.*))?")
 
 
