@@ -281,7 +281,9 @@ class SmtpConnection:
         self._broken = False
         self._busy = False
         self._in_doubt = False  # the whole message is sent, its fate not yet known
+        self._scope: anyio.CancelScope | None = None  # of the running _phases()
         self._phase = "connect"
+        self._limit = 0.0  # the time limit of the phase
         self.greeting: Reply | None = None
 
     # -- state -----------------------------------------------------------------------
@@ -444,26 +446,47 @@ class SmtpConnection:
     # -- I/O helpers -----------------------------------------------------------------
 
     @contextmanager
-    def _guard(self, phase: str, timeout: float) -> Iterator[None]:
-        """Run a phase under its time limit; any failure in it breaks the connection."""
-        self._phase = phase
+    def _phases(self) -> Iterator[None]:
+        """Run a sequence of phases under one cancel scope whose deadline :meth:`_arm`
+        moves as each phase begins (one scope per transaction instead of one per phase);
+        any failure in it breaks the connection."""
+        outer = self._scope
+        scope = self._scope = anyio.CancelScope()
         try:
-            with anyio.fail_after(timeout):
+            with scope:
                 yield
+            if scope.cancelled_caught:  # only our deadline cancels this scope
+                raise TimeoutError
         except SmtpError:
             self._broken = True
             raise
         except TimeoutError:
             self._broken = True
-            raise SmtpTimeout(phase, timeout, outcome_unknown=self._in_doubt) from None
+            raise SmtpTimeout(self._phase, self._limit, outcome_unknown=self._in_doubt) from None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self._broken = True
             raise SmtpConnectionLost(
-                phase, str(exc) or type(exc).__name__, outcome_unknown=self._in_doubt
+                self._phase, str(exc) or type(exc).__name__, outcome_unknown=self._in_doubt
             ) from exc
         except BaseException:
             self._broken = True  # cancelled mid-phase: the session state is unknown
             raise
+        finally:
+            self._scope = outer
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        """Enter ``phase``: its time limit starts now (inside :meth:`_phases`)."""
+        assert self._scope is not None
+        self._phase = phase
+        self._limit = seconds
+        self._scope.deadline = anyio.current_time() + seconds
+
+    @contextmanager
+    def _guard(self, phase: str, timeout: float) -> Iterator[None]:
+        """Run one phase under its time limit; any failure in it breaks the connection."""
+        with self._phases():
+            self._arm(phase, timeout)
+            yield
 
     async def _next_event(self) -> ClientEvent:
         while True:
@@ -489,22 +512,17 @@ class SmtpConnection:
         raise SmtpConnectionLost(self._phase, outcome_unknown=self._in_doubt)
 
     async def _reply(self, phase: str, seconds: float) -> Reply:
-        """The next reply, under ``phase``'s time limit only if it has to be waited for
-        (pipelined replies usually arrive together: the later ones cost no timer)."""
+        """The next reply, inside :meth:`_phases`; ``phase``'s time limit is armed only
+        if the reply has to be waited for (pipelined replies usually come together)."""
         self._phase = phase
-        try:
-            event = self._proto.next_event()
-        except SmtpError:
-            self._broken = True
-            raise
+        event = self._proto.next_event()
         if event is NEED_DATA:
-            with self._guard(phase, seconds):
-                return await self._response()
+            self._arm(phase, seconds)
+            event = await self._next_event()
+        elif self._proto.phase is Phase.CLOSING and not self._closed:
+            self._broken = True  # 421
         if isinstance(event, Response):
-            if self._proto.phase is Phase.CLOSING and not self._closed:
-                self._broken = True  # 421
             return event.reply
-        self._broken = True
         raise SmtpConnectionLost(phase, outcome_unknown=self._in_doubt)
 
     async def _command(self, command: Command, phase: str, seconds: float) -> Reply:
@@ -512,8 +530,8 @@ class SmtpConnection:
             await self._stream.send(self._proto.send(command))
             return await self._response()
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _claim(self) -> None:
+        """Take the connection for one operation (release: ``self._busy = False``)."""
         if self._closed:
             raise anyio.ClosedResourceError
         if self._broken:
@@ -521,6 +539,10 @@ class SmtpConnection:
         if self._busy:
             raise anyio.BusyResourceError("using")
         self._busy = True
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self._claim()
         try:
             yield
         finally:
@@ -548,7 +570,8 @@ class SmtpConnection:
         check_address(sender, allow_empty=True)
         for r in rcpts:
             check_address(r)
-        with self._exclusive():
+        self._claim()
+        try:
             proto = self._proto
             utf8 = not sender.isascii() or not all(r.isascii() for r in rcpts)
             if utf8 and not proto.supports("SMTPUTF8"):
@@ -588,6 +611,8 @@ class SmtpConnection:
                 with suppress(SmtpError):  # the outcome stands; a failure marks us broken
                     await self._command(Rset(), "rset", self.config.mail_timeout)
             return outcome
+        finally:
+            self._busy = False
 
     async def _bdat_transaction(
         self, mail: Mail, rcpts: tuple[str, ...], content: bytes
@@ -602,20 +627,22 @@ class SmtpConnection:
             out = [proto.send(mail)]
             out += [proto.send(Rcpt(r)) for r in rcpts]
             out.append(proto.send(Bdat(content)))
-            with self._guard("message", cfg.message_timeout):
+            with self._phases():
+                self._arm("message", cfg.message_timeout)
                 await self._stream.send(b"".join(out))
-            self._in_doubt = True  # from here on, a lost reply may hide a delivery
-            mail_reply = await self._reply("mail", cfg.mail_timeout)
-            for _ in rcpts:
-                rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
-            final = await self._reply("message-end", cfg.message_end_timeout)
+                self._in_doubt = True  # from here on, a lost reply may hide a delivery
+                mail_reply = await self._reply("mail", cfg.mail_timeout)
+                for _ in rcpts:
+                    rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
+                final = await self._reply("message-end", cfg.message_end_timeout)
         else:
             mail_reply, rcpt_replies = await self._envelope(mail, rcpts)
             if not self._broken and any(r.is_positive_completion for r in rcpt_replies):
-                with self._guard("message", cfg.message_timeout):
+                with self._phases():
+                    self._arm("message", cfg.message_timeout)
                     await self._stream.send(proto.send(Bdat(content)))
-                self._in_doubt = True
-                final = await self._reply("message-end", cfg.message_end_timeout)
+                    self._in_doubt = True
+                    final = await self._reply("message-end", cfg.message_end_timeout)
         self._in_doubt = False
         return SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
 
@@ -641,33 +668,34 @@ class SmtpConnection:
         proto = self._proto
         rcpt_replies: list[Reply] = []
         data_reply: Reply | None = None
-        if proto.pipelining:
-            out = [proto.send(mail)]
-            out += [proto.send(Rcpt(r)) for r in rcpts]
-            out.append(proto.send(Data()))
-            with self._guard("mail", cfg.mail_timeout):
+        with self._phases():
+            if proto.pipelining:
+                out = [proto.send(mail)]
+                out += [proto.send(Rcpt(r)) for r in rcpts]
+                out.append(proto.send(Data()))
+                self._arm("mail", cfg.mail_timeout)
                 await self._stream.send(b"".join(out))
-                mail_reply = await self._response()
-            for _ in rcpts:
-                rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
-            data_reply = await self._reply("data", cfg.data_timeout)
-        else:
-            mail_reply, rcpt_replies = await self._envelope(mail, rcpts)
-            if not self._broken and any(r.is_positive_completion for r in rcpt_replies):
-                data_reply = await self._command(Data(), "data", cfg.data_timeout)
-        final: Reply | None = data_reply
-        if data_reply is not None and data_reply.code == 354:
-            deliverable = mail_reply.is_positive_completion and any(
-                r.is_positive_completion for r in rcpt_replies
-            )
-            # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
-            with self._guard("message", cfg.message_timeout):
+                mail_reply = await self._reply("mail", cfg.mail_timeout)
+                for _ in rcpts:
+                    rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
+                data_reply = await self._reply("data", cfg.data_timeout)
+            else:
+                mail_reply, rcpt_replies = await self._envelope(mail, rcpts)
+                if not self._broken and any(r.is_positive_completion for r in rcpt_replies):
+                    data_reply = await self._command(Data(), "data", cfg.data_timeout)
+            final: Reply | None = data_reply
+            if data_reply is not None and data_reply.code == 354:
+                deliverable = mail_reply.is_positive_completion and any(
+                    r.is_positive_completion for r in rcpt_replies
+                )
+                # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
+                self._arm("message", cfg.message_timeout)
                 await self._stream.send(proto.send(Message(content if deliverable else b"")))
-            self._in_doubt = deliverable
-            final = await self._reply("message-end", cfg.message_end_timeout)
-            self._in_doubt = False
-            if not deliverable:
-                final = None
+                self._in_doubt = deliverable
+                final = await self._reply("message-end", cfg.message_end_timeout)
+                self._in_doubt = False
+                if not deliverable:
+                    final = None
         return SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
 
     async def noop(self) -> Reply:
