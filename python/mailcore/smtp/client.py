@@ -79,9 +79,13 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     ``port=0`` means the default of the TLS mode: 465 for ``implicit``, else 25.
     ``tls``: ``none`` never starts TLS; ``opportunistic`` uses STARTTLS when offered;
-    ``required`` refuses (:class:`TlsRequiredError`) a server without STARTTLS;
-    ``implicit`` speaks TLS from the first byte (SMTPS). Certificates are verified with
-    the ``tls_context`` given to :meth:`SmtpConnection.open` (default: the system's).
+    ``required`` refuses (:class:`TlsRequiredError`) a server without STARTTLS, having
+    sent nothing but EHLO and QUIT; ``implicit`` speaks TLS from the first byte (SMTPS).
+    ``opportunistic`` is no defence against an active attacker who strips STARTTLS from
+    the EHLO reply: the mail then goes in plaintext (use ``required`` for that); but once
+    STARTTLS is accepted, a failed handshake or certificate check ends the session, never
+    falling back. Certificates are verified with the ``tls_context`` given to
+    :meth:`SmtpConnection.open` (default: the system's).
     ``chunking``: send with BDAT (RFC 3030) when the server offers CHUNKING, else DATA.
     """
 
