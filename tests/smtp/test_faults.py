@@ -283,7 +283,7 @@ async def test_cli_fault_sink_writes_a_json_lines_log(tmp_path: Path) -> None:
         lines = TextReceiveStream(process.stdout)
         buffer = ""
         with anyio.fail_after(30):
-            while "offering:" not in buffer:
+            while "offering:" not in buffer or not buffer.endswith("\n"):
                 buffer += await lines.receive()
             assert "faults: seed=3,rcpt5xx=0.3" in buffer
             assert "offering: PIPELINING\n" in buffer  # no CHUNKING

@@ -211,6 +211,8 @@ def test_sequence_and_syntax_errors() -> None:
 
     assert code(b"MAIL FROM:<a@x.test>\r\n") == 503  # before EHLO
     assert code(b"FOO\r\n") == 500
+    assert code(b"NOOP\x01\r\n") == 500 and code(b"NO\x00OP\r\n") == 500  # control chars
+    assert one(b"NOOP\tx\r\n") == NoopRequested()  # a tab is not one
     assert code(b"EHLO\r\n") == 501
     assert code(b"STARTTLS\r\n") == 503  # not offered
     assert one(b"EHLO c.test\r\n") == Hello("c.test", extended=True)

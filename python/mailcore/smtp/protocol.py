@@ -76,7 +76,7 @@ def normalize_newlines(content: bytes) -> bytes:
     return content
 
 
-def _normalize_piece(piece: bytes) -> bytes:
+def normalize_piece(piece: bytes) -> bytes:
     """Bare CR and bare LF to CRLF, nothing appended (a piece of a longer content)."""
     if piece.count(b"\r\n") == piece.count(b"\r") == piece.count(b"\n"):
         return piece
@@ -526,7 +526,7 @@ class ClientProtocol:
             return chunk  # the whole message, normalised by normalize()
         if self._chunk_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF split between two chunks
-        payload = _normalize_piece(chunk)
+        payload = normalize_piece(chunk)
         if last:
             ends_crlf = payload.endswith(b"\r\n") if payload else self._chunk_crlf
             if not ends_crlf:

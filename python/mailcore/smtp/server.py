@@ -43,7 +43,7 @@ from .events import (
     ServerEvent,
     StartTlsRequested,
 )
-from .protocol import normalize_newlines
+from .protocol import normalize_newlines, normalize_piece
 from .reply import Reply
 
 MAX_COMMAND_LINE = 2000
@@ -52,8 +52,8 @@ DEFAULT_MAX_SIZE = 32 * 1024 * 1024
 MAX_CHUNK_DIGITS = 15
 """Longest BDAT size accepted (in digits); a longer one is a syntax error."""
 
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
 _BDAT = re.compile(rf"([0-9]{{1,{MAX_CHUNK_DIGITS}}})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # tab is allowed
 _PATH = re.compile(r"\s*<([^<>]*)>(?:\s+(.*))?|\s*([^<>\s]+)(?:\s+(.*))?")
 
 
@@ -67,12 +67,6 @@ class ServerState(enum.Enum):
 
 def _rejected(command: str, code: int, text: str) -> CommandRejected:
     return CommandRejected(command, Reply.of(code, text))
-
-
-def _normalize(piece: bytes) -> bytes:
-    if b"\r" in piece or b"\n" in piece:
-        return _NEWLINES.sub(b"\r\n", piece)
-    return piece
 
 
 def _params(text: str | None) -> dict[str, str | None] | None:
@@ -207,27 +201,32 @@ class ServerProtocol:
         self._data += piece
 
     def _data_event(self) -> ServerEvent | NeedData:
+        # Whole runs of lines at a time (find/replace in C), not a line per step.
         buf = self._buf
         while buf:
-            if self._bol:
-                if buf[:1] == b".":
-                    if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
-                        return NEED_DATA  # "." or ".\r": the end, or a stuffed dot?
-                    if buf.startswith(b".\r\n"):
-                        del buf[:3]
-                        return self._end_of_data()
-                    del buf[:1]  # un-dot-stuff
-                self._bol = False
-            nl = buf.find(b"\r\n")
-            if nl >= 0:
-                self._append(_normalize(bytes(buf[:nl])) + b"\r\n")
-                del buf[: nl + 2]
-                self._bol = True
+            if self._bol and buf[:1] == b".":
+                if buf.startswith(b".\r\n"):
+                    del buf[:3]
+                    return self._end_of_data()
+                if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
+                    return NEED_DATA  # "." or ".\r": the end, or a stuffed dot?
+            end = buf.find(b"\r\n.\r\n")
+            if end >= 0:
+                cut = end + 2  # through the CRLF of the last line; ".\r\n" is next
             else:
-                keep = 1 if buf.endswith(b"\r") else 0  # may be the CR of a CRLF
-                self._append(_normalize(bytes(buf[: len(buf) - keep])))
-                del buf[: len(buf) - keep]
-                return NEED_DATA
+                last = buf.rfind(b"\r\n")
+                if last >= 0:
+                    cut = last + 2
+                else:
+                    cut = len(buf) - (1 if buf.endswith(b"\r") else 0)  # a CRLF's CR?
+                    if not cut:
+                        return NEED_DATA
+            part = bytes(buf[:cut])
+            del buf[:cut]
+            if self._bol and part[:1] == b".":
+                part = part[1:]  # un-dot-stuff the first line
+            self._append(normalize_piece(part.replace(b"\r\n.", b"\r\n")))
+            self._bol = part.endswith(b"\r\n") or (not part and self._bol)
         return NEED_DATA
 
     def _chunk_event(self) -> ServerEvent | NeedData:
@@ -291,7 +290,7 @@ class ServerProtocol:
             line = raw.decode()
         except UnicodeDecodeError:
             return _rejected("", 500, "5.5.2 Invalid UTF-8 in command")
-        if any(ord(c) < 0x20 and c != "\t" for c in line):
+        if _CONTROL.search(line) is not None:
             return _rejected("", 500, "5.5.2 Control character in command")
         verb, _, arg = line.partition(" ")
         verb = verb.upper()
