@@ -46,7 +46,7 @@ from mailcore.smtp import (
 )
 
 from .conftest import scripted_server
-from .test_server_protocol import normalized, tricky
+from .test_server_protocol import events, in_data, normalized, tricky
 
 EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
 
@@ -382,7 +382,14 @@ def test_round_trip_gives_the_same_bytes_as_data(
     ) + [MessageReceived]
     message = server_events[-1]
     assert isinstance(message, MessageReceived) and message.chunked
-    assert message.content == normalized(content)  # == what DATA delivers (test above)
+    assert message.content == normalized(content)
+    # the same content by DATA (dot-stuffed, split the same way) arrives identical
+    by_data = in_data()
+    got: list[ServerEvent] = []
+    for piece in split(encode_message(content), wire_cuts):
+        if piece:
+            got += events(by_data, piece)
+    assert got == [MessageReceived(message.content, "a@x.test", ("b@y.test",), chunked=False)]
     assert (message.mail_from, message.recipients) == ("a@x.test", ("b@y.test",))
     assert [type(e.command) for e in client_events if isinstance(e, Response)] == [
         Mail,
