@@ -230,7 +230,7 @@ def answer_all(server: ServerProtocol, data: bytes = b"", **overrides: Reply) ->
 
 
 def greeted(**kwargs: bool) -> ServerProtocol:
-    server = ServerProtocol("mx.test", max_size=1000, **kwargs)  # type: ignore[arg-type]
+    server = ServerProtocol("mx.test", max_size=1000, **kwargs)
     server.send(Reply.of(220, "mx.test ESMTP"))
     [hello] = answer_all(server, b"EHLO c.test\r\n")
     assert isinstance(hello, Hello)
