@@ -16,7 +16,7 @@ import trio
 from mailcore import CampaignCreate, Mailcore, Settings
 from mailcore.config import RelayRoute
 from mailcore.errors import InvalidState
-from tests.peers import aiosmtpd_server, free_port
+from tests.peers import aiosmtpd_server, free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -72,17 +72,17 @@ async def test_pause_and_resume_fifty_times_sends_each_recipient_once(tmp_path: 
             )
             c = await scope.campaigns.create(campaign("s@acme.test"))
             await scope.campaigns.send(c.id)
-            with trio.fail_after(30):
-                while len(smtp.messages) < 200:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: len(smtp.messages) >= 200, 30, 0.01)
 
             # A pause stops the sending: once what was in flight is recorded, nothing more
             # arrives while it stays paused.
             stats = await scope.campaigns.pause(c.id)
             assert stats.status == "paused"
-            with trio.fail_after(30):
-                while (await mc.store.recipient_counts(c.id)).get("sending"):
-                    await trio.sleep(0.02)
+
+            async def nothing_in_flight() -> bool:
+                return not (await mc.store.recipient_counts(c.id)).get("sending")
+
+            await wait_until(nothing_in_flight, 30, 0.02)
             arrived = len(smtp.messages)
             await trio.sleep(0.5)
             assert len(smtp.messages) == arrived
@@ -160,9 +160,7 @@ async def test_no_matching_relay_keeps_the_campaign_waiting_with_the_reason(
             env={},
             database_url=f"sqlite:///{tmp_path}/n.db",
             secret_key="k",
-            relays=(
-                RelayRoute(url=f"smtp://127.0.0.1:{port}", from_domains=("alpha.test",)),
-            ),
+            relays=(RelayRoute(url=f"smtp://127.0.0.1:{port}", from_domains=("alpha.test",)),),
         )
         async with sender(settings) as mc:
             acct = await mc.accounts.create("n", credit_micros=10_000_000)
