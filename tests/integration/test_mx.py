@@ -9,12 +9,15 @@ from collections.abc import Iterator
 import anyio
 import idna
 import pytest
+from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailcore import Settings
 from mailcore.sending.mx import MxError, MxFailure, MxResolver, MxResult, to_a_label
+from mailcore.smtp import RelayConfig, SmtpConnectError, SmtpConnection
 from tests.dnsserver import DnsServer, dns_server
+from tests.peers import RecordingHandler, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -513,3 +516,43 @@ async def test_any_unicode_label_resolves_by_its_a_label_or_is_a_permanent_error
 async def test_every_ldh_label_is_looked_up_as_is(idn_dns: DnsServer, label: str) -> None:
     result = await make_resolver(idn_dns).resolve_mx(f"{label}.idn.test")
     assert result.domain == f"{label.lower()}.idn.test"
+
+
+# -- the shape of direct delivery ------------------------------------------------------------
+
+
+async def test_targets_reach_a_local_smtp_server_standing_in_for_the_mx(dns: DnsServer) -> None:
+    # How the dispatcher uses a result: each address in order on settings.mx_port, the
+    # next on failure. Here the first MX (127.0.0.2) has no server; the second
+    # (127.0.0.3) runs aiosmtpd on the same free port.
+    settings = Settings.load(env={}, dns_nameservers=(dns.nameserver,), mx_port=free_port())
+    dns.zone.update(
+        {
+            "dest.test": ["MX 10 mx1.dest.test.", "MX 20 mx2.dest.test."],
+            "mx1.dest.test": ["A 127.0.0.2"],
+            "mx2.dest.test": ["A 127.0.0.3"],
+        }
+    )
+    handler = RecordingHandler()
+    controller = Controller(handler, hostname="127.0.0.3", port=settings.mx_port)
+    controller.start()
+    try:
+        result = await MxResolver.from_settings(settings).resolve_mx("dest.test")
+        tried: list[str] = []
+        for _host, address in result.targets():
+            tried.append(address)
+            config = RelayConfig(host=address, port=settings.mx_port, tls="none")
+            try:
+                conn = await SmtpConnection.open(config)
+            except SmtpConnectError:
+                continue
+            async with conn:
+                outcome = await conn.send(
+                    "a@sender.test", ["b@dest.test"], b"Subject: x\r\n\r\nhi\r\n"
+                )
+            assert outcome.data is not None and outcome.data.code == 250
+            break
+    finally:
+        controller.stop()
+    assert tried == ["127.0.0.2", "127.0.0.3"]
+    assert [m.rcpt_tos for m in handler.messages] == [["b@dest.test"]]
