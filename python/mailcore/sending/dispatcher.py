@@ -31,6 +31,7 @@ from ..models import CampaignCreate
 from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpConnectionLost, SmtpError
 from ..store import RecipientResult, SendRow
 from ..tokens import TokenSigner
+from .direct import DirectDelivery
 from .render import BatchRenderer
 from .retry import next_attempt
 from .routing import Destination, Outbound, Router
@@ -38,7 +39,6 @@ from .throttle import is_throttling
 
 if TYPE_CHECKING:
     from ..facade import Mailcore
-    from .direct import DirectDelivery
 
 log = logging.getLogger("mailcore.sending")
 _decode_definition = msgspec.json.Decoder(CampaignCreate).decode
@@ -90,8 +90,6 @@ class Dispatcher:
         self._tg: TaskGroup | None = None
         self._direct: DirectDelivery | None = None
         if self.router.direct:
-            from .direct import DirectDelivery  # dnspython only when delivering directly
-
             self._direct = DirectDelivery(mc.settings)
 
     def _now(self) -> float:
@@ -289,6 +287,10 @@ class Dispatcher:
             await self.mc.store.set_send_error(msg.campaign_id, reason)
         await self._emit(msg, "queued", reason, attempted=False)
 
+    async def _send_result(self, result: RecipientResult) -> None:
+        assert self._results is not None
+        await self._results.send(result)
+
     async def _emit(
         self,
         msg: Outbound,
@@ -377,8 +379,7 @@ class Dispatcher:
                         return
                 result = await self._deliver(dest, conn, msg)
                 sent_on_conn += 1
-                assert self._results is not None
-                await self._results.send(result)
+                await self._send_result(result)
         except anyio.get_cancelled_exc_class():
             stopping = True
             raise
@@ -400,27 +401,24 @@ class Dispatcher:
         if self._direct is not None:
             assert dest.domain is not None
             if dest.is_down(now):
-                await self._emit(
-                    msg,
-                    "deferred",
-                    dest.last_error or "destination unavailable",
-                    next_attempt_at=self._retry_at(msg, now),
-                )
+                # Tried moments ago and unreachable: same outcome, counted as an attempt.
+                reason = dest.last_error or "451 4.4.1 destination unavailable"
+                await self._send_result(self._outcome(msg, "deferred", reason))
                 return None
             opened = await self._direct.open(dest.domain, self.tls_context)
             if isinstance(opened, SmtpConnection):
                 dest.connect_ok()
                 dest.opened()
                 return opened
-            dest.last_error = opened.text
-            if opened.is_permanent:
-                await self._emit(msg, "bounced", opened.text)
+            reason = f"{opened.code} {opened.text}"
+            if opened.is_permanent:  # the domain takes no mail (null MX, NXDOMAIN)
+                await self._send_result(self._outcome(msg, "bounced", reason))
                 return None
             if opened.code == 421:
                 self._throttled(dest, opened)
+            dest.last_error = reason
             dest.connect_failed(now)
-            state = "deferred"
-            await self._emit(msg, state, opened.text, next_attempt_at=self._retry_at(msg, now))
+            await self._send_result(self._outcome(msg, "deferred", reason))
             return None
         assert dest.relay is not None
         if not dest.is_down(now):
