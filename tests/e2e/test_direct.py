@@ -13,7 +13,7 @@ import trio
 
 from mailcore import CampaignCreate, Mailcore, Settings
 from tests.dnsserver import dns_server
-from tests.peers import aiosmtpd_server, free_port
+from tests.peers import aiosmtpd_server, free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -69,9 +69,12 @@ async def test_direct_delivery_follows_mx_records(tmp_path: Path) -> None:
                 )
             )
             await scope.campaigns.send(c.id)
-            with trio.fail_after(60):
-                while (stats := await scope.campaigns.stats(c.id)).status != "sent":
-                    await trio.sleep(0.05)
+
+            async def sent() -> bool:
+                return (await scope.campaigns.stats(c.id)).status == "sent"
+
+            await wait_until(sent, 60)
+            stats = await scope.campaigns.stats(c.id)
             nursery.cancel_scope.cancel()
 
         assert (stats.delivered, stats.bounced, stats.failed) == (45, 2, 1)
