@@ -145,6 +145,7 @@ class ProfileSummary:
     clock: str  # what the samples measure: CPU time of the thread, or wall time
     own: list[tuple[str, float]]  # (function, seconds), busiest first
     cumulative: list[tuple[str, float]]
+    areas: list[tuple[str, float]]
 
 
 @dataclass
@@ -855,11 +856,41 @@ IDLE_FUNCTIONS = {"epoll.poll", "select.epoll.poll"}
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/python/mailcore/", "/lib/python3"):
-        if marker in path:
-            tail = path.split(marker, 1)[1]
-            return ("mailcore/" + tail) if marker == "/python/mailcore/" else tail
-    return path
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    if "/python/mailcore/" in path:
+        return "mailcore/" + path.split("/python/mailcore/", 1)[1]
+    stdlib = re.search(r"/lib/python3\.\d+/(.*)$", path)
+    return stdlib[1] if stdlib else path
+
+
+# Own time grouped by where the code lives, first match wins.
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("waiting for I/O (epoll.poll)", ("epoll.poll (",)),
+    ("socket syscalls (send, recv)", ("socket.send (", "socket.recv (")),
+    ("mailcore/smtp (client, protocol)", ("(mailcore/smtp/",)),
+    ("mailcore/sending (dispatcher, render glue)", ("(mailcore/sending/",)),
+    ("mailcore/store", ("(mailcore/store/",)),
+    ("mailcore, other", ("(mailcore/",)),
+    ("trio", ("(trio/",)),
+    ("anyio", ("(anyio/",)),
+    ("contextlib (the @contextmanager machinery)", ("(contextlib.py",)),
+    ("other built-ins (bytes, str, ...)", ("(built-in)",)),
+)
+
+
+def area(key: str) -> str:
+    for name, needles in AREAS:
+        if any(needle in key for needle in needles):
+            return name
+    return "other Python (stdlib, outcome, sniffio, ...)"
+
+
+def by_area(own: dict[str, float]) -> list[tuple[str, float]]:
+    areas: dict[str, float] = {}
+    for key, seconds in own.items():
+        areas[area(key)] = areas.get(area(key), 0.0) + seconds
+    return sorted(areas.items(), key=lambda kv: -kv[1])
 
 
 def _key(frame: Any) -> str:
@@ -927,6 +958,16 @@ def write_profile(
     total = max(sampled, 1e-9)
     top_own = sorted(((k, v) for k, v in own.items() if v > 0), key=lambda kv: -kv[1])[:40]
     top_cum = sorted(cumulative.items(), key=lambda kv: -kv[1])[:50]
+    areas = by_area(own)
+    off_cpu = ""
+    if clock == "wall time":
+        waiting = max(0.0, sampled - idle - loop_cpu)
+        off_cpu = (
+            f" The thread was on a CPU for {loop_cpu:.2f} s of them: about {waiting:.2f} s of "
+            "samples outside epoll are time it waited for a core, counted in whatever it "
+            "was preempted in (on loopback, socket.send wakes the sink, which often takes "
+            "the core)."
+        )
     lines = [
         f"# Where a send's time goes: {title}",
         "",
@@ -937,7 +978,11 @@ def write_profile(
         f"Wall {wall:.2f} s; process CPU {cpu:.2f} s, of which the event-loop thread "
         f"{loop_cpu:.2f} s and worker threads {max(0.0, cpu - loop_cpu):.2f} s.",
         f"Samples: {sampled:.2f} s, {idle:.2f} s of it in epoll.poll (waiting for I/O). "
-        "Shares are of the samples; cumulative time counts a function once per stack.",
+        "Shares are of the samples; cumulative time counts a function once per stack." + off_cpu,
+        "",
+        "## Own time by area",
+        "",
+        *(f"{v / total:6.1%}  {v:7.3f} s  {k}" for k, v in areas),
         "",
         "## Top functions by own time",
         "",
@@ -964,6 +1009,7 @@ def write_profile(
         "idle": idle,
         "own": top_own[:15],
         "cumulative": inner[:10],
+        "areas": areas,
     }
 
 
@@ -1052,6 +1098,7 @@ def run_all(opts: Options) -> Figures:
                 clock=report["clock"],
                 own=[(k, v) for k, v in report["own"]],
                 cumulative=[(k, v) for k, v in report["cumulative"]],
+                areas=[(k, v) for k, v in report["areas"]],
             )
     return Figures(
         runs=runs,
@@ -1102,9 +1149,9 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
         f"### {opts.recipients:,} recipients, {opts.connections} connections, "
         f"median of {opts.runs} run(s)",
         "",
-        "| sender | what runs | messages | msg/s | CPU µs/msg | CPU (cores) | peak RSS "
-        "| sink CPU | other CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| sender | what runs | bytes/msg | messages | msg/s | CPU µs/msg | CPU (cores) "
+        "| peak RSS | sink CPU | other CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for contender, runs in fig.runs.items():
         if not runs:
@@ -1115,7 +1162,7 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
             f" ({opts.senders} processes)" if contender == "mailcore" and opts.senders > 1 else ""
         )
         lines.append(
-            f"| {LABELS[contender]} | {DESCRIPTIONS[contender]} | {m.messages:,} "
+            f"| {LABELS[contender]} | {DESCRIPTIONS[contender]} | {m.size:,.0f} | {m.messages:,} "
             f"| {rate:,.0f} | {m.cpu_us_per_message:,.0f} | {m.cpu / m.seconds:.2f} | {rss} "
             f"| {m.sink_cpu / m.seconds:.0%} | {m.other_cpu / m.seconds:.0%} |"
         )
@@ -1150,7 +1197,8 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
         "CPU (cores) is that over the run's wall time (1.00 = one core busy throughout); "
         "sink CPU is smtp-sink's share of a core (near 100% means the sink is the limit); "
         "other CPU is every other process on the machine, which should be near 0%. Peak RSS "
-        "is the contender's VmHWM (ru_maxrss).",
+        "is the contender's VmHWM (summed over its processes; not ru_maxrss, which after fork "
+        "and exec also counts the parent's memory at the fork).",
     ]
     return lines
 
@@ -1160,6 +1208,7 @@ def profile_lines(fig: Figures) -> list[str]:
     if p is None:
         return []
     total = max(p.sampled, 1e-9)
+    waiting = max(0.0, p.sampled - p.idle - p.loop_cpu)
 
     def rows(entries: list[tuple[str, float]]) -> list[str]:
         return [
@@ -1175,7 +1224,19 @@ def profile_lines(fig: Figures) -> list[str]:
         f"which the event-loop thread {p.loop_cpu:.2f} s and the worker threads (engine "
         f"render, SQLite writer) {max(0.0, p.process_cpu - p.loop_cpu):.2f} s; "
         f"{p.idle / total:.0%} of the loop's samples are in epoll.poll. Shares are of the "
-        f"loop's samples. Full report with the call tree: `{_rel(p.path)}`.",
+        f"loop's samples. Full report with the call tree: `{_rel(p.path)}`."
+        + (
+            f" With wall-time samples, about {waiting / total:.0%} "
+            "of them are the loop waiting for a core (the machine's other processes, the sink "
+            "and the worker threads), counted in whatever it was preempted in: mostly "
+            "`socket.send`, whose real cost is bounded by the process's system time."
+            if p.clock == "wall time"
+            else ""
+        ),
+        "",
+        "Own time by area: "
+        + ", ".join(f"{name} {sec / total:.0%}" for name, sec in p.areas)
+        + ".",
         "",
         "| # | top by own time | share |",
         "|--:|---|--:|",
@@ -1197,8 +1258,9 @@ def _rel(path: Path) -> str:
 def section(opts: Options, fig: Figures, wall: api.Wall) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     store = "SQLite (fresh copy per run)" if opts.store == "sqlite" else "PostgreSQL"
+    short = opts.recipients < 100_000 or opts.runs < 3
     lines = [
-        SECTION,
+        SECTION + (" — short validation run, not representative" if short else ""),
         "",
         f"{when}, {api.machine()}. Command: `{command()}` ({wall.seconds:.0f} s in all; other "
         f"processes used {wall.other_share:.0%} of a core meanwhile).",

@@ -66,6 +66,7 @@ class SettingResult(msgspec.Struct, kw_only=True, frozen=True):
     connect_seconds: float  # opening the connections, before the timed part
     reconnects: int  # connections opened again after one broke
     messages_per_second: float  # delivered / seconds
+    cpu_us_per_message: float | None  # this process's CPU over the timed part, per attempt
     latency_p50_ms: float | None
     latency_p99_ms: float | None
 
@@ -388,6 +389,7 @@ async def run_setting(
     if tally.first_connection is not None and on_first is not None:
         on_first(tally.first_connection)
     start = anyio.Event()
+    cpu0 = time.process_time()
     async with anyio.create_task_group() as tg:
         for w in workers:
             tg.start_soon(w.run, start)
@@ -395,6 +397,7 @@ async def run_setting(
         if options.duration is not None:
             tally.deadline = began + options.duration
         start.set()
+    cpu = time.process_time() - cpu0
     seconds = max(tally.ended - began, 1e-9)
     lat = tally.latencies
     return SettingResult(
@@ -407,6 +410,7 @@ async def run_setting(
         connect_seconds=round(connect_seconds, 6),
         reconnects=tally.reconnects,
         messages_per_second=round(tally.delivered / seconds, 3),
+        cpu_us_per_message=round(1e6 * cpu / tally.attempted, 1) if tally.attempted else None,
         latency_p50_ms=round(percentile(lat, 0.50) * 1000, 3) if lat else None,
         latency_p99_ms=round(percentile(lat, 0.99) * 1000, 3) if lat else None,
     )
@@ -493,8 +497,12 @@ def render_table(report: BenchReport) -> Group:
         title=f"mailcore bench smtp → {report.relay} ({report.size:,}-byte messages, {budget})",
         title_justify="left",
     )
-    for name in ("connections", "sent", "accepted", "msg/s", "p50 ms", "p99 ms", "errors"):
-        table.add_column(name, justify="left" if name == "errors" else "right")
+    columns = ("connections", "sent", "accepted", "msg/s", "p50 ms", "p99 ms", "CPU µs/msg")
+    for name in (*columns, "errors"):
+        if name == "errors":
+            table.add_column(name, justify="left")
+        else:
+            table.add_column(name, justify="right", no_wrap=True)
     for r in report.settings:
         errors = ", ".join(f"{k}: {v:,}" for k, v in r.errors_by_code.items()) or "–"
         table.add_row(
@@ -504,6 +512,7 @@ def render_table(report: BenchReport) -> Group:
             f"{r.messages_per_second:,.0f}",
             "–" if r.latency_p50_ms is None else f"{r.latency_p50_ms:,.1f}",
             "–" if r.latency_p99_ms is None else f"{r.latency_p99_ms:,.1f}",
+            "–" if r.cpu_us_per_message is None else f"{r.cpu_us_per_message:,.0f}",
             errors,
         )
     features = ", ".join(report.extensions) or "none seen"

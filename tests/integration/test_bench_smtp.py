@@ -78,6 +78,7 @@ def _setting(n: int, rate: float, failed: int = 0, attempted: int = 1_000) -> Se
         connect_seconds=0.01,
         reconnects=0,
         messages_per_second=rate,
+        cpu_us_per_message=100.0,
         latency_p50_ms=1.0,
         latency_p99_ms=2.0,
     )
@@ -134,6 +135,7 @@ async def test_counts_add_up_against_the_sink() -> None:
         assert s.messages_per_second > 0 and s.seconds > 0
         assert s.latency_p50_ms is not None and s.latency_p99_ms is not None
         assert 0 < s.latency_p50_ms <= s.latency_p99_ms
+        assert s.cpu_us_per_message is not None and s.cpu_us_per_message > 0
     assert sink.messages == sink.recipients == sum(s.delivered for s in settings) == 120
     assert sink.connections == 1 + 4  # one session per connection, reused for every message
     assert {rcpts for _, rcpts, _ in sink.received} == {("sink@mailcore.invalid",)}
