@@ -531,6 +531,7 @@ def render_table(report: BenchReport) -> Group:
 
 
 __all__ = [
+    "DEFAULT_MESSAGES",
     "BenchOptions",
     "BenchReport",
     "BenchUsageError",
@@ -540,7 +541,9 @@ __all__ = [
     "parse_connections",
     "parse_size",
     "parse_tls",
+    "recipient_for",
     "recommend",
+    "redacted",
     "relay_config",
     "render_table",
     "run_bench",

@@ -209,7 +209,10 @@ def bench_smtp(
         float | None, typer.Option(help="seconds per setting, instead of --messages")
     ] = None,
     mail_from: Annotated[
-        str, typer.Option("--from", help="envelope sender and From: address")
+        str,
+        typer.Option(
+            "--from", help="envelope sender and From: (a real relay may refuse the default)"
+        ),
     ] = "bench@mailcore.invalid",
     rcpt_to: Annotated[
         str | None,

@@ -24,9 +24,11 @@ from mailcore.benchsmtp import (
     BenchUsageError,
     MessageFactory,
     SettingResult,
+    is_loopback,
     parse_connections,
     parse_size,
     recommend,
+    redacted,
     run_bench,
 )
 from mailcore.smtp import Rule, Sink
@@ -99,6 +101,15 @@ def test_recommendation_passes_over_settings_with_more_errors() -> None:
         None,
         "no setting got a message accepted: check the URL, --to and the errors",
     )
+
+
+def test_credentials_never_reach_the_report() -> None:
+    assert redacted("submission://user:s3cret@relay.example:587?tls=required") == (
+        "submission://relay.example:587?tls=required"
+    )
+    assert redacted("smtp://127.0.0.1:2525") == "smtp://127.0.0.1:2525"
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("relay.example.com") and not is_loopback("10.0.0.1")
 
 
 def test_options_are_checked() -> None:
