@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import ssl
 from typing import TYPE_CHECKING
 
@@ -506,26 +505,35 @@ class Dispatcher:
 
     async def _recorder(self, inbox: MemoryObjectReceiveStream[RecipientResult]) -> None:
         group: list[RecipientResult] = []
-        deadline = math.inf
+        size = self.settings.result_group_size
         async with inbox:
             try:
                 while True:
-                    item: RecipientResult | None = None
                     closed = False
-                    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    if not group:
                         try:
-                            item = await inbox.receive()
+                            group.append(await inbox.receive())
+                        except anyio.EndOfStream:
+                            return
+                        deadline = anyio.current_time() + self.settings.result_flush_seconds
+                    # Take what is already there without a timer per result.
+                    while len(group) < size:
+                        try:
+                            group.append(inbox.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
                         except anyio.EndOfStream:
                             closed = True
-                    if item is not None:
-                        if not group:
-                            deadline = anyio.current_time() + self.settings.result_flush_seconds
-                        group.append(item)
-                    full = len(group) >= self.settings.result_group_size
-                    if group and (closed or full or anyio.current_time() >= deadline):
-                        await self._commit(group)
-                        group = []
-                        deadline = math.inf
+                            break
+                    if not closed and len(group) < size:
+                        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                            try:
+                                group.append(await inbox.receive())
+                                continue
+                            except anyio.EndOfStream:
+                                closed = True
+                    await self._commit(group)
+                    group = []
                     if closed:
                         return
             finally:
