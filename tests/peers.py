@@ -62,12 +62,15 @@ class RecordingHandler:
 
 @contextmanager
 def aiosmtpd_server(
-    reject: Sequence[tuple[str, str]] = (), port: int | None = None, **kwargs: Any
+    reject: Sequence[tuple[str, str]] = (),
+    port: int | None = None,
+    hostname: str = "127.0.0.1",
+    **kwargs: Any,
 ) -> Iterator[tuple[int, RecordingHandler]]:
     handler = RecordingHandler(reject=reject)
     port = port or free_port()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, data_size_limit=10_000_000, **kwargs
+        handler, hostname=hostname, port=port, data_size_limit=10_000_000, **kwargs
     )
     controller.start()
     try:

@@ -6,15 +6,45 @@ Precedence, lowest first: the defaults below, the TOML file (``MAILCORE_CONFIG``
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from .errors import ValidationError
+
+
+def parse_nameserver(entry: str, default_port: int = 53) -> tuple[str, int]:
+    """``"IP"``, ``"IP:port"`` or ``"[IPv6]:port"`` as ``(address, port)``.
+
+    Raises :class:`ValidationError` for anything else (host names included).
+    """
+    text = entry.strip()
+    host, port_text = text, None
+    if text.startswith("["):  # [IPv6] or [IPv6]:port
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            host = ""
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:  # IPv4:port; a bare IPv6 address has several colons
+        host, port_text = text.split(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        address = ""
+    port = default_port
+    if port_text is not None:
+        port = int(port_text) if port_text.isdigit() else 0
+    if not address or not (0 < port < 65536):
+        raise ValidationError(
+            f"bad DNS server {entry!r}: expected IP, IP:port or [IPv6]:port",
+            field="dns_nameservers",
+        )
+    return address, port
 
 
 class DkimKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -23,6 +53,31 @@ class DkimKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     selector: str
     private_key_file: str
     algorithm: str = "rsa-sha256"  # or "ed25519-sha256"
+
+
+class RelayRoute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One of several relays (``[[relays]]`` in mailcore.toml, in failover order).
+
+    A message goes to the first relay whose ``from_domains`` match its from-address domain
+    (empty: any domain; ``*.example.com`` matches the subdomains) and is up; when it is
+    down, to the next matching one.
+    """
+
+    url: str
+    name: str = ""
+    from_domains: tuple[str, ...] = ()
+    connections: int = 0  # 0: smtp_connections
+    messages_per_connection: int = 0  # 0: the setting of the same name
+    rate: float = 0.0  # messages per second; 0: no limit
+
+
+class DomainLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits for mail to one receiving domain (``[domains."gmail.com"]``): the rate
+    applies whichever way mail leaves; connections only to its MX hosts (direct delivery)."""
+
+    rate: float = 0.0  # messages per second; 0: no limit
+    connections: int = 0  # 0: direct_connections
+    messages_per_connection: int = 0  # 0: the setting of the same name
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -48,9 +103,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_in_flight: int = 1_000
     result_flush_seconds: float = 0.2
     lease_seconds: float = 300.0
-    # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one
-    # the recipient fails.
+    # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one,
+    # or once the first attempt is older than retry_max_age_seconds, the recipient fails.
     retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
+    retry_max_age_seconds: float = 5 * 86_400
+    # How mail leaves: "relay" (smtp_url, or the [[relays]] table with routing by
+    # from-domain and failover) or "direct" (MX lookup per recipient domain).
+    delivery: Literal["relay", "direct"] = "relay"
+    relays: tuple[RelayRoute, ...] = ()
+    # Messages per second to the relay at smtp_url (0: no limit), messages sent on one
+    # connection before it is replaced, and seconds an idle connection is kept open.
+    smtp_rate: float = 0.0
+    messages_per_connection: int = 1_000
+    smtp_idle_seconds: float = 30.0
+    # Direct delivery: connections per receiving domain, and TLS to its MX hosts
+    # ("opportunistic": STARTTLS when offered, certificates not checked, as MTAs do;
+    # "required": verified STARTTLS or the recipient is deferred).
+    direct_connections: int = 4
+    # The name we give in EHLO; empty: this machine's fully qualified name.
+    helo_name: str = ""
+    direct_tls: Literal["opportunistic", "required"] = "opportunistic"
+    # MX hosts resolving to loopback or private addresses are skipped unless allowed
+    # (local testing), so a hostile DNS answer cannot aim our sender inside our network.
+    direct_allow_private: bool = False
+    # Per receiving-domain limits, from the TOML file: [domains."gmail.com"] rate = 50.
+    domains: dict[str, DomainLimits] = msgspec.field(default_factory=dict)
+    # After a destination throttles (421, 4.7.x), its connections and rate are halved;
+    # every quiet period of this many seconds gives some back.
+    throttle_recover_seconds: float = 30.0
+    # A message that would wait longer than this for its rate-limit slot is deferred
+    # (durably, without counting an attempt) instead of being held in memory.
+    throttle_max_wait_seconds: float = 2.0
     # VERP return paths (bounces+TOKEN@bounce_domain) so asynchronous bounces find their
     # email; empty: the envelope sender is the campaign's from address. The inbound SMTP
     # listener for them (and for feedback-loop reports) runs when the port is not 0.
@@ -72,6 +155,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhook_lease_seconds: float = 120.0
     # Idempotency-Key answers are replayed for this long.
     idempotency_ttl_seconds: int = 86_400
+    # Direct delivery (MX lookup instead of a relay). The DNS servers to ask, as "IP" or
+    # "IP:port" ("[IPv6]:port"); empty: the system resolver (/etc/resolv.conf). Env:
+    # MAILCORE_DNS_NAMESERVERS="127.0.0.1:5353,9.9.9.9". IP addresses only: a resolver
+    # named by host name would need DNS to be found.
+    dns_nameservers: tuple[str, ...] = ()
+    # The whole lookup of one name (all its retries) must finish within this; a timeout
+    # defers the domain's recipients (4.4.3) rather than bouncing them.
+    dns_timeout_seconds: float = 5.0
+    # The port direct delivery connects to on each MX host. 25 in production; tests point
+    # it at a free port so local SMTP servers on 127.0.0.x stand in for the MX hosts.
+    mx_port: int = 25
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
@@ -84,8 +178,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(
                 "max_in_flight must be at least send_batch_size", field="max_in_flight"
             )
+        if self.messages_per_connection <= 0 or self.direct_connections <= 0:
+            raise ValidationError(
+                "messages_per_connection and direct_connections must be positive",
+                field="messages_per_connection",
+            )
+        if self.smtp_idle_seconds <= 0 or self.retry_max_age_seconds <= 0:
+            raise ValidationError(
+                "smtp_idle_seconds and retry_max_age_seconds must be positive",
+                field="smtp_idle_seconds",
+            )
         if self.import_batch_size <= 0:
             raise ValidationError("import_batch_size must be positive", field="import_batch_size")
+        if not (0 < self.mx_port < 65536):
+            raise ValidationError("mx_port must be between 1 and 65535", field="mx_port")
+        if not self.dns_timeout_seconds > 0:
+            raise ValidationError(
+                "dns_timeout_seconds must be positive", field="dns_timeout_seconds"
+            )
+        for entry in self.dns_nameservers:
+            parse_nameserver(entry)  # raises ValidationError naming the bad entry
 
     @classmethod
     def load(
@@ -109,8 +221,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             key = f"MAILCORE_{name.upper()}"
             if key in env:
                 values[name] = env[key]
-                if name in ("retry_schedule", "webhook_retry_schedule"):
-                    values[name] = [part for part in env[key].split(",") if part.strip()]
+                if name in ("retry_schedule", "webhook_retry_schedule", "dns_nameservers"):
+                    values[name] = [part.strip() for part in env[key].split(",") if part.strip()]
         values.update(overrides)
         try:
             return msgspec.convert(values, cls, strict=False)
@@ -118,4 +230,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(f"invalid setting: {exc}") from exc
 
 
-__all__ = ["DkimKey", "Settings"]
+__all__ = ["DkimKey", "DomainLimits", "RelayRoute", "Settings", "parse_nameserver"]

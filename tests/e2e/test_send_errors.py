@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 
@@ -173,6 +174,40 @@ async def test_4xx_is_retried_then_fails_and_is_not_charged(tmp_path: Path) -> N
             # Tried three times (first + the two retries of the schedule), then failed.
             assert (stats["delivered"], stats["failed"]) == (2, 1)
             assert stats["cost"]["actualMicros"] == 600
+
+
+async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
+    tmp_path: Path,
+) -> None:
+    with aiosmtpd_server(reject=[("u1@*", "451 4.2.1 mailbox busy")]) as (port, _smtp):
+        settings = msgspec.structs.replace(
+            make_settings(tmp_path, port), retry_schedule=(1,) * 20, retry_max_age_seconds=2.5
+        )
+        async with running(settings) as api, api.tenant(1_000_000, contacts=3) as http:
+            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
+            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
+            stats = await wait_status(http, c["id"], "sent")
+            assert (stats["delivered"], stats["failed"]) == (2, 1)
+            rows = await api.mc.store.recipient_counts(c["id"])
+            assert rows == {"delivered": 2, "failed": 1}
+            # Failed on age (about three tries a second apart), long before 20 retries.
+            attempts = [
+                r
+                for r in await _attempts(api.mc, c["id"])
+                if r[1] == "failed"  # (attempts, state)
+            ]
+            assert attempts and 2 <= attempts[0][0] <= 4
+
+
+async def _attempts(mc: Mailcore, campaign_id: str) -> list[tuple[int, str]]:
+    def q(conn: Any) -> list[tuple[int, str]]:
+        return list(
+            conn.execute(
+                "SELECT attempts, state FROM recipients WHERE campaign_id = ?", (campaign_id,)
+            )
+        )
+
+    return await mc.store._read(q)  # type: ignore[attr-defined]
 
 
 async def test_cancel_stops_sending_and_charges_what_was_delivered(tmp_path: Path) -> None:
