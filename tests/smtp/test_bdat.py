@@ -501,3 +501,50 @@ async def test_chunking_without_pipelining_waits_for_each_reply() -> None:
     assert [c[:4] for c in commands] == [b"MAIL", b"RCPT", b"RCPT", b"BDAT", b"MAIL", b"RCPT"]
     [message] = [e for e in server.log if isinstance(e, MessageReceived)]
     assert message.chunked and message.recipients == ("b@y.test",)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunking", [True, False])
+async def test_a_failed_transaction_is_reset_in_the_next_ones_write(chunking: bool) -> None:
+    def refuse_x(proto: ServerProtocol, event: ServerEvent) -> Reply | None:
+        if isinstance(event, RcptTo) and event.address.startswith("x@"):
+            return Reply.of(550, "5.1.1 no such user")
+        return None
+
+    async with scripted_server(refuse_x, chunking=chunking) as server:
+        async with await SmtpConnection.open(relay(server.port)) as conn:
+            assert conn.chunking is chunking
+            refused = await conn.send("a@x.test", ["x@y.test"], b"one")
+            assert refused.status("x@y.test") == "bounced" and refused.data is not None
+            assert refused.data.code == 554  # BDAT or DATA refused: no valid recipient
+            ok = await conn.send("a@x.test", ["b@y.test"], b"two")
+            assert ok.accepted("b@y.test")
+            refused = await conn.send("a@x.test", ["x@y.test"], b"three")
+            assert refused.status("x@y.test") == "bounced"
+        assert not conn.broken  # QUIT went fine with the RSET still owed
+    writes = [chunk for chunk in server.raw if chunk[:4] in (b"MAIL", b"RSET", b"QUIT")]
+    # no round trip of its own: RSET leads the next write (none after the last one)
+    assert [w[:10] for w in writes] == [
+        b"MAIL FROM:",
+        b"RSET\r\nMAIL",
+        b"MAIL FROM:",
+        b"QUIT\r\n",
+    ]
+    kinds = [type(e).__name__ for e in server.log if not isinstance(e, Hello)]
+    assert kinds[:2] == ["MailFrom", "RcptTo"]
+    assert kinds[3:6] == ["ResetRequested", "MailFrom", "RcptTo"]
+
+
+@pytest.mark.anyio
+async def test_reset_clears_the_owed_rset_once() -> None:
+    async with (
+        scripted_server(
+            lambda p, e: Reply.of(451, "4.7.1 later") if isinstance(e, RcptTo) else None
+        ) as server,
+        await SmtpConnection.open(relay(server.port)) as conn,
+    ):
+        assert (await conn.send("a@x.test", ["b@y.test"], b"x")).status("b@y.test") == "deferred"
+        assert (await conn.reset()).code == 250
+        assert (await conn.send("a@x.test", ["b@y.test"], b"x")).status("b@y.test") == "deferred"
+    resets = [e for e in server.log if isinstance(e, ResetRequested)]
+    assert len(resets) == 1

@@ -5,10 +5,11 @@ anyio byte stream: greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any numb
 :meth:`SmtpConnection.send` transactions, each phase under its own time limit. When the
 server offers CHUNKING and PIPELINING, a transaction is one write (MAIL, RCPT…, ``BDAT <n>
 LAST`` and the message) and one round trip; else MAIL, RCPT… and DATA are pipelined, then
-the message follows the 354 (two round trips). After a
-timeout, a connection error, a protocol error or a 421 the connection is *broken* (as in
-trio: the resource is unusable) and must be dropped; otherwise it stays reusable, RSET
-being sent after every failed transaction.
+the message follows the 354 (two round trips). After a timeout, a connection error, a
+protocol error or a 421 the connection is *broken* (as in trio: the resource is unusable)
+and must be dropped; otherwise it stays reusable, a failed transaction being cleared by
+RSET (with PIPELINING, in the next transaction's write rather than a round trip of its
+own).
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ class SmtpConnection:
         self._broken = False
         self._busy = False
         self._in_doubt = False  # the whole message is sent, its fate not yet known
+        self._rset_pending = False  # a failed transaction to clear, with the next one
         self._scope: anyio.CancelScope | None = None  # of the running _phases()
         self._phase = "connect"
         self._limit = 0.0  # the time limit of the phase
@@ -615,8 +617,11 @@ class SmtpConnection:
                 self._in_doubt = False
             delivered = outcome.data is not None and outcome.data.is_positive_completion
             if not (delivered or self._broken):
-                with suppress(SmtpError):  # the outcome stands; a failure marks us broken
-                    await self._command(Rset(), "rset", self.config.mail_timeout)
+                if proto.pipelining:
+                    self._rset_pending = True  # goes in front of the next transaction
+                else:
+                    with suppress(SmtpError):  # the outcome stands; a failure marks us broken
+                        await self._command(Rset(), "rset", self.config.mail_timeout)
             return outcome
         finally:
             self._busy = False
@@ -631,13 +636,16 @@ class SmtpConnection:
         if proto.pipelining:
             # One write, one round trip. The chunk goes even if RCPTs fail: the server
             # must read and refuse it (RFC 3030 §2), so the replies still line up.
-            out = [proto.send(mail)]
+            out = self._pending_rset()
+            out.append(proto.send(mail))
             out += [proto.send(Rcpt(r)) for r in rcpts]
             out.append(proto.send(Bdat(content)))
             with self._phases():
                 self._arm("message", cfg.message_timeout)
                 await self._stream.send(b"".join(out))
                 self._in_doubt = True  # from here on, a lost reply may hide a delivery
+                if len(out) > len(rcpts) + 2:
+                    await self._reply("rset", cfg.mail_timeout)
                 mail_reply = await self._reply("mail", cfg.mail_timeout)
                 for _ in rcpts:
                     rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
@@ -652,6 +660,13 @@ class SmtpConnection:
                     final = await self._reply("message-end", cfg.message_end_timeout)
         self._in_doubt = False
         return SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
+
+    def _pending_rset(self) -> list[bytes]:
+        """RSET for the failed transaction before, to pipeline ahead of this one."""
+        if not self._rset_pending:
+            return []
+        self._rset_pending = False
+        return [self._proto.send(Rset())]
 
     async def _envelope(self, mail: Mail, rcpts: tuple[str, ...]) -> tuple[Reply, list[Reply]]:
         """MAIL, then RCPT one at a time (no PIPELINING); a reply for every recipient."""
@@ -677,11 +692,14 @@ class SmtpConnection:
         data_reply: Reply | None = None
         with self._phases():
             if proto.pipelining:
-                out = [proto.send(mail)]
+                out = self._pending_rset()
+                out.append(proto.send(mail))
                 out += [proto.send(Rcpt(r)) for r in rcpts]
                 out.append(proto.send(Data()))
                 self._arm("mail", cfg.mail_timeout)
                 await self._stream.send(b"".join(out))
+                if len(out) > len(rcpts) + 2:
+                    await self._reply("rset", cfg.mail_timeout)
                 mail_reply = await self._reply("mail", cfg.mail_timeout)
                 for _ in rcpts:
                     rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
@@ -713,6 +731,7 @@ class SmtpConnection:
     async def reset(self) -> Reply:
         """RSET."""
         with self._exclusive():
+            self._rset_pending = False
             return await self._command(Rset(), "rset", self.config.mail_timeout)
 
     # -- closing ---------------------------------------------------------------------
