@@ -473,26 +473,35 @@ class ServerProtocol:
             case Hello():
                 return Reply(250, (self.hostname,))
             case MailFrom():
-                return Reply.of(250, "2.1.0 OK")
+                return _SENDER_OK
             case RcptTo():
-                return Reply.of(250, "2.1.5 OK")
+                return _RECIPIENT_OK
             case DataStart():
-                return Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+                return _START_DATA
             case ChunkReceived(size=size):
                 return Reply.of(250, f"2.0.0 {size} octets received")
             case MessageReceived():
-                return Reply.of(250, "2.0.0 OK: queued")
+                return _QUEUED
             case ResetRequested() | NoopRequested():
-                return Reply.of(250, "2.0.0 OK")
+                return _OK
             case QuitRequested():
-                return Reply.of(221, "2.0.0 Bye")
+                return _BYE
             case StartTlsRequested():
-                return Reply.of(220, "2.0.0 Ready to start TLS")
+                return _START_TLS
             case CommandRejected(reply=reply):
                 return reply
             case ConnectionClosed():
                 raise LocalProtocolError("a closed connection takes no reply")
 
+
+# The usual replies, made once (a Reply is immutable).
+_SENDER_OK = Reply.of(250, "2.1.0 OK")
+_RECIPIENT_OK = Reply.of(250, "2.1.5 OK")
+_START_DATA = Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+_QUEUED = Reply.of(250, "2.0.0 OK: queued")
+_OK = Reply.of(250, "2.0.0 OK")
+_BYE = Reply.of(221, "2.0.0 Bye")
+_START_TLS = Reply.of(220, "2.0.0 Ready to start TLS")
 
 _HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent | NeedData]] = {
     "EHLO": ServerProtocol._on_hello,
