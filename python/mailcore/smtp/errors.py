@@ -86,6 +86,16 @@ class SmtpConnectionLost(SmtpError):
         self.reason = reason
 
 
+class SmtpUntried(SmtpError):
+    """A message of a pipelined batch that was never sent: the connection broke (or the
+    server said 421) before its content went out. Nothing of it can have been delivered;
+    send it again, on another connection, without counting an attempt."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(f"not sent: the connection failed (in phase {phase!r}) before it")
+        self.phase = phase
+
+
 class SmtpReplyError(SmtpError):
     """The server refused a step of the session set-up (greeting, HELO, STARTTLS, AUTH)."""
 

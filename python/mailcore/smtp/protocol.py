@@ -201,7 +201,10 @@ class Phase(enum.Enum):
 
 
 # Commands that may be followed by others before their reply (RFC 2920 §3.1).
+# The message content (after 354) and BDAT may be followed by the next transaction's MAIL
+# (RFC 2920 §3.1, RFC 3030 §4.2): that is pipelining across messages.
 _PIPELINABLE = (Mail, Rcpt, Rset, Message, Bdat)
+_MAX_CLEAN = 1024
 
 
 class ClientProtocol:
@@ -221,7 +224,10 @@ class ClientProtocol:
         self._need_rset = False  # a BDAT chunk was refused (RFC 3030 §2)
         self._chunk_cr = False  # the last BDAT chunk ended in CR: a leading LF pairs with it
         self._chunk_crlf = True  # the chunks so far end in CRLF (or are empty)
-        self._clean: bytes | None = None  # the last content normalize() returned
+        # Contents normalize() returned, by identity, until sent: with pipelining across
+        # messages several are prepared before the first goes out.
+        # (the same object may be several messages' content: counted).
+        self._clean: dict[int, tuple[bytes, int]] = {}
         self.ehlo: EhloReply | None = None
         """The server's answer to our last successful EHLO/HELO (HELO: no extensions)."""
         self.extended = False
@@ -252,8 +258,23 @@ class ClientProtocol:
         first and last :class:`Bdat`, carrying that very object is not scanned again (for
         a caller that needs the size before sending, e.g. for ``MAIL … SIZE=``)."""
         clean = normalize_newlines(content)
-        self._clean = clean
+        if len(self._clean) >= _MAX_CLEAN:  # prepared and never sent (refused locally)
+            del self._clean[next(iter(self._clean))]
+        seen = self._clean.get(id(clean))
+        self._clean[id(clean)] = (clean, seen[1] + 1 if seen is not None else 1)
         return clean
+
+    def _is_clean(self, content: bytes) -> bool:
+        seen = self._clean.get(id(content))
+        return seen is not None and seen[0] is content
+
+    def _sent(self, content: bytes) -> None:
+        seen = self._clean.get(id(content))
+        if seen is not None and seen[0] is content:
+            if seen[1] > 1:
+                self._clean[id(content)] = (content, seen[1] - 1)
+            else:
+                del self._clean[id(content)]
 
     # -- input -----------------------------------------------------------------------
 
@@ -505,7 +526,7 @@ class ClientProtocol:
             case Data():
                 return b"DATA\r\n"
             case Message(content):
-                if content is self._clean:
+                if self._is_clean(content):
                     return _dot_stuff(content)
                 return encode_message(content)
             case Bdat(chunk, last):
@@ -522,7 +543,7 @@ class ClientProtocol:
 
     def _chunk_payload(self, chunk: bytes, last: bool) -> bytes:
         """``chunk`` normalised as part of the message begun by the earlier chunks."""
-        if last and chunk is self._clean and self._chunk_crlf and not self._chunk_cr:
+        if last and self._is_clean(chunk) and self._chunk_crlf and not self._chunk_cr:
             return chunk  # the whole message, normalised by normalize()
         if self._chunk_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF split between two chunks
@@ -543,11 +564,11 @@ class ClientProtocol:
                 self._phase = Phase.RCPT
             case Data():
                 self._phase = Phase.DATA
-            case Message():
+            case Message(content):
                 self._phase = Phase.READY
-                self._clean = None
+                self._sent(content)
             case Bdat(chunk, last):
-                self._clean = None
+                self._sent(chunk)
                 if last:
                     self._phase = Phase.READY
                     self._chunk_cr, self._chunk_crlf = False, True
