@@ -36,25 +36,37 @@ def body(size: int) -> bytes:
 
 
 class Canned(ByteStream):
-    """Answers each write with the replies a server would give, at once."""
+    """Answers each write with the replies a server would give, at once. It walks the
+    command lines and skips BDAT chunks by their size, so that its own cost per message
+    (counted in the client's CPU) stays small next to the client's."""
 
     def __init__(self, chunking: bool) -> None:
         self.pending = bytearray(b"220 canned ESMTP\r\n")
         self.ehlo = EHLO + (b"250-CHUNKING\r\n" if chunking else b"") + b"250 SMTPUTF8\r\n"
+        self.body = False  # a 354 was given: the message comes first in the next write
 
     async def send(self, item: bytes) -> None:
-        if item.startswith(b"EHLO"):
-            self.pending += self.ehlo
-        elif item.startswith(b"QUIT"):
-            self.pending += b"221 bye\r\n"
-        else:
-            # Any number of pipelined transactions (the bench content holds no command):
-            # every reply is a 250 but DATA's 354, which always ends a write.
-            oks = item.count(b"MAIL FROM:") + item.count(b"RCPT TO:") + item.count(b"BDAT ")
-            if not item.startswith(b"MAIL"):
-                oks += 1  # the message after the 354, ended by its dot
-            self.pending += b"250 2.0.0 OK\r\n" * oks
-            self.pending += b"354 go on\r\n" * item.count(b"\r\nDATA\r\n")
+        pos = 0
+        if self.body:
+            self.body = False
+            pos = 3 if item.startswith(b".\r\n") else item.index(b"\r\n.\r\n") + 5
+            self.pending += b"250 2.0.0 queued\r\n"
+        while pos < len(item):
+            eol = item.index(b"\r\n", pos)
+            verb = item[pos : pos + 4]
+            if verb == b"BDAT":
+                eol += int(item[pos + 5 : eol].split(b" ", 1)[0])
+                self.pending += b"250 2.0.0 queued\r\n"
+            elif verb == b"DATA":
+                self.pending += b"354 go on\r\n"
+                self.body = True
+            elif verb == b"EHLO":
+                self.pending += self.ehlo
+            elif verb == b"QUIT":
+                self.pending += b"221 bye\r\n"
+            else:
+                self.pending += b"250 2.1.0 OK\r\n"
+            pos = eol + 2
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         await anyio.lowlevel.checkpoint()

@@ -760,53 +760,59 @@ class SmtpConnection:
         cfg = self.config
         proto = self._proto
         queue = deque(todo)
-        while queue and not self._broken:
-            batch: list[tuple[int, _Prepared]] = []
-            size = 0
-            while queue and len(batch) < max_messages and (not batch or size < max_bytes):
-                item = queue.popleft()
-                batch.append(item)
-                size += len(item[1].content)
-            out = self._pending_rset()
-            rsets = [bool(out)] + [True] * (len(batch) - 1)
-            for j, (_, msg) in enumerate(batch):
-                if j:
-                    out.append(proto.send(Rset()))
-                out.append(proto.send(msg.mail))
-                out += [proto.send(Rcpt(r)) for r in msg.rcpts]
-                out.append(proto.send(Bdat(msg.content)))
-            done = 0
-            try:
-                with self._phases():
+        batch: list[tuple[int, _Prepared]] = []
+        done = 0  # messages of ``batch`` whose replies are all read
+        written = False  # ``batch`` went out in full
+        try:
+            with self._phases():  # one cancel scope for the whole pipeline
+                while queue and not self._broken:
+                    batch = []
+                    size = 0
+                    while queue and len(batch) < max_messages and (not batch or size < max_bytes):
+                        item = queue.popleft()
+                        batch.append(item)
+                        size += len(item[1].content)
+                    out = self._pending_rset()
+                    rset = bool(out)
+                    for j, (_, msg) in enumerate(batch):
+                        if j:
+                            out.append(proto.send(Rset()))
+                        out.append(proto.send(msg.mail))
+                        out += [proto.send(Rcpt(r)) for r in msg.rcpts]
+                        out.append(proto.send(Bdat(msg.content)))
+                    done = 0
+                    written = False
                     self._arm("message", cfg.message_timeout)
                     await self._stream.send(b"".join(out))
-                    self._in_doubt = True  # every message of the round is written
-                    for (i, msg), rset in zip(batch, rsets, strict=True):
+                    written = self._in_doubt = True  # every message of the round is written
+                    for i, msg in batch:
                         if rset:
                             await self._reply("rset", cfg.mail_timeout)
+                        rset = True
                         mail_reply = await self._reply("mail", cfg.mail_timeout)
                         rcpt_replies = [
                             await self._reply("rcpt", cfg.rcpt_timeout) for _ in msg.rcpts
                         ]
                         final = await self._reply("message-end", cfg.message_end_timeout)
-                        results[i] = SendOutcome(
+                        outcome = SendOutcome(
                             mail_reply, tuple(zip(msg.rcpts, rcpt_replies, strict=True)), final
                         )
+                        results[i] = outcome
                         done += 1
                         if self._broken:  # a 421: this message has its answer, no other
                             return
-            except SmtpError as exc:
-                # The message whose replies were being read, and every later one of the
-                # round (all written in full), may or may not have been delivered.
+                    self._in_doubt = False
+                    if not _delivered(outcome):
+                        self._rset_pending = True  # the last one's transaction
+        except SmtpError as exc:
+            # The message whose replies were being read, and every later one of the round
+            # (all written in full), may or may not have been delivered.
+            if done < len(batch):
                 results[batch[done][0]] = exc
-                for i, _ in batch[done + 1 :]:
+                for i, _ in batch[done + 1 :] if written else ():
                     results[i] = self._lost(exc)
-                return
-            finally:
-                self._in_doubt = False
-            last = results[batch[-1][0]]
-            if isinstance(last, SendOutcome) and not _delivered(last):
-                self._rset_pending = True
+        finally:
+            self._in_doubt = False
 
     async def _data_pipeline(
         self, todo: list[tuple[int, _Prepared]], results: list[SendOutcome | SmtpError | None]
@@ -815,71 +821,71 @@ class SmtpConnection:
         one's MAIL, RCPT… and DATA (DATA ends the group, RFC 2920 §3.1)."""
         cfg = self.config
         proto = self._proto
-        # The message whose DATA got its 354: (index, envelope replies, deliverable).
+        # The message whose DATA got its 354: (index, message, envelope replies, whether
+        # it has a recipient to deliver to).
         body: tuple[int, _Prepared, Reply, list[Reply], bool] | None = None
         queue = deque(todo)
-        while (queue or body is not None) and not self._broken:
-            out: list[bytes] = []
-            if body is not None:
-                _, msg, _, _, deliverable = body
-                # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
-                out.append(proto.send(Message(msg.content if deliverable else b"")))
-            nxt = queue.popleft() if queue else None
-            rset = False
-            if nxt is not None:
-                out += self._pending_rset()
-                rset = len(out) > (body is not None)
-                out.append(proto.send(nxt[1].mail))
-                out += [proto.send(Rcpt(r)) for r in nxt[1].rcpts]
-                out.append(proto.send(Data()))
-            read_body = False
-            try:
-                with self._phases():
+        blame: int | None = None  # the message a failure now is charged to
+        try:
+            with self._phases():  # one cancel scope for the whole pipeline
+                while (queue or body is not None) and not self._broken:
+                    out: list[bytes] = []
+                    if body is not None:
+                        # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
+                        out.append(proto.send(Message(body[1].content if body[4] else b"")))
+                    nxt = queue.popleft() if queue else None
+                    rset = False
+                    if nxt is not None:
+                        out += self._pending_rset()
+                        rset = len(out) > (body is not None)
+                        out.append(proto.send(nxt[1].mail))
+                        out += [proto.send(Rcpt(r)) for r in nxt[1].rcpts]
+                        out.append(proto.send(Data()))
+                    # A failure before the previous message's reply is charged to it:
+                    # this one's content never went, it stays untried.
+                    blame = body[0] if body is not None else nxt[0] if nxt else None
                     self._arm("message" if body is not None else "mail", cfg.message_timeout)
                     await self._stream.send(b"".join(out))
                     if body is not None:
                         i, msg, mail_reply, rcpt_replies, deliverable = body
                         self._in_doubt = deliverable
-                        final: Reply | None = await self._reply(
-                            "message-end", cfg.message_end_timeout
-                        )
+                        final = await self._reply("message-end", cfg.message_end_timeout)
                         self._in_doubt = False
                         results[i] = SendOutcome(
                             mail_reply,
                             tuple(zip(msg.rcpts, rcpt_replies, strict=True)),
                             final if deliverable else None,
                         )
-                        read_body = True
                         body = None
                         if self._broken:
                             return
                     if nxt is None:
                         return
                     i, msg = nxt
+                    blame = i
                     if rset:
                         await self._reply("rset", cfg.mail_timeout)
                     mail_reply = await self._reply("mail", cfg.mail_timeout)
                     rcpt_replies = [await self._reply("rcpt", cfg.rcpt_timeout) for _ in msg.rcpts]
                     data_reply = await self._reply("data", cfg.data_timeout)
-            except SmtpError as exc:
-                if body is not None and not read_body:
-                    results[body[0]] = exc  # nxt: its content never went, it is untried
-                elif nxt is not None:
-                    results[nxt[0]] = exc
-                return
-            finally:
-                self._in_doubt = False
-            if data_reply.code == 354:
-                deliverable = mail_reply.is_positive_completion and any(
-                    r.is_positive_completion for r in rcpt_replies
-                )
-                body = (i, msg, mail_reply, rcpt_replies, deliverable)
-            else:
-                results[i] = SendOutcome(
-                    mail_reply, tuple(zip(msg.rcpts, rcpt_replies, strict=True)), data_reply
-                )
-                if not self._broken:
-                    self._rset_pending = True  # the transaction may still be open
+                    if data_reply.code == 354:
+                        deliverable = mail_reply.is_positive_completion and any(
+                            r.is_positive_completion for r in rcpt_replies
+                        )
+                        body = (i, msg, mail_reply, rcpt_replies, deliverable)
+                    else:
+                        results[i] = SendOutcome(
+                            mail_reply,
+                            tuple(zip(msg.rcpts, rcpt_replies, strict=True)),
+                            data_reply,
+                        )
+                        if not self._broken:
+                            self._rset_pending = True  # the transaction may still be open
+        except SmtpError as exc:
+            if blame is not None:
+                results[blame] = exc
+        finally:
+            self._in_doubt = False
 
     async def _bdat_transaction(
         self, mail: Mail, rcpts: tuple[str, ...], content: bytes

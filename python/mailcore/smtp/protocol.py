@@ -100,10 +100,18 @@ def _dot_stuff(normalized: bytes) -> bytes:
 # -- reply parsing -----------------------------------------------------------------------
 
 
+_CACHE_SIZE = 256
+
+
 class ReplyReader:
-    """Incremental parser of server replies, bytes in, :class:`Reply` out."""
+    """Incremental parser of server replies, bytes in, :class:`Reply` out.
+
+    Single-line replies are remembered by their bytes (a :class:`Reply` is immutable):
+    most of a session's replies are the same few lines ("250 2.1.0 Ok"), and a pipelined
+    batch brings dozens of them at a time."""
 
     def __init__(self) -> None:
+        self._cache: dict[bytes, Reply] = {}
         self._buf = bytearray()
         self._lines: list[str] = []
         self._code: bytes | None = None
@@ -130,6 +138,11 @@ class ReplyReader:
                 return None
             raw = bytes(self._buf[:nl])
             del self._buf[: nl + 1]
+            if self._code is None:
+                cached = self._cache.get(raw)
+                if cached is not None:
+                    return cached
+            line = raw
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > MAX_REPLY_LINE:
@@ -150,6 +163,8 @@ class ReplyReader:
                     raise RemoteProtocolError("multi-line reply has too many lines")
                 continue
             reply = Reply(int(code), tuple(self._lines))
+            if len(self._lines) == 1 and len(self._cache) < _CACHE_SIZE:
+                self._cache[line] = reply
             self._lines = []
             self._code = None
             return reply
