@@ -6,6 +6,7 @@ servers on loopback built on our ServerProtocol."""
 from __future__ import annotations
 
 import re
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from mailcore.smtp import (
     SmtpUntried,
     normalize_newlines,
 )
+from mailcore.smtp.faults import FaultPlan, fault_sink
 
 from .conftest import DROP, HANG, Script, scripted_server
 
@@ -398,3 +400,70 @@ async def test_without_pipelining_one_after_the_other() -> None:
     assert all(isinstance(r, SendOutcome) and r.data and r.data.code == 250 for r in results)
     assert sum(isinstance(e, MessageReceived) for e in server.log) == 3
     assert not any(isinstance(e, DataStart) for e in server.log)
+
+
+# -- a retrying pipelined sender against the fault-injecting sink --------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+async def test_a_retrying_pipelined_sender_gets_every_message_through(chunking: bool) -> None:
+    """Drops after a stored message, 421 at connect, deferrals and bounces, with batches
+    of 8: each recipient ends as the plan says; a message is received again only after an
+    outcome the client reported as unknown; untried messages cost no attempt."""
+    plan = FaultPlan(seed=5, rcpt_defer=0.2, rcpt_bounce=0.1, disconnect=0.05, connect_421=0.1)
+    rcpts = [f"user{i}@example.com" for i in range(300)]
+    queue: deque[str] = deque(rcpts)
+    results: dict[str, str] = {}
+    unknown: Counter[str] = Counter()
+    untried = 0
+    async with fault_sink(plan, keep=True) as sink:
+        config = relay(sink.port, chunking=chunking)
+
+        async def worker() -> None:
+            nonlocal untried
+            conn: SmtpConnection | None = None
+            while len(results) < len(rcpts):
+                batch = [queue.popleft() for _ in range(min(8, len(queue)))]
+                if not batch:
+                    await anyio.sleep(0.01)
+                    continue
+                while conn is None or not conn.usable:
+                    if conn is not None:
+                        await conn.aclose()
+                    try:
+                        conn = await SmtpConnection.open(config)
+                    except SmtpError:
+                        conn = None
+                sent = await conn.send_many(
+                    [("from@x.test", [r], b"Subject: hi\r\n\r\nbody\r\n") for r in batch],
+                    max_messages=4,  # BDAT: two writes, so a drop in the first leaves some untried
+                )
+                for r, outcome in zip(batch, sent, strict=True):
+                    if isinstance(outcome, SmtpUntried):
+                        untried += 1
+                        queue.append(r)
+                    elif isinstance(outcome, SmtpError):
+                        assert isinstance(outcome, SmtpConnectionLost | SmtpTimeout)
+                        unknown[r] += outcome.outcome_unknown
+                        queue.append(r)
+                    elif outcome.status(r) == "deferred":
+                        queue.append(r)
+                    else:
+                        results[r] = outcome.status(r)
+            if conn is not None:
+                await conn.aclose()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(worker)
+    log = sink.log
+    for r in rcpts:
+        if plan.kind(r) == "bounce":
+            assert results[r] == "bounced" and log.received[r] == 0
+        else:
+            assert results[r] == "delivered"
+            assert 1 <= log.received[r] <= 1 + unknown[r]
+    assert log.dropped > 0 and untried > 0
+    assert sum(log.received.values()) == log.messages
