@@ -399,8 +399,12 @@ class Dispatcher:
                 results, untried = await self._deliver(dest, conn, batch)
                 sent_on_conn += len(batch) - len(untried)
                 dest.give_back(untried)  # never reached the server: no attempt counted
+                assert self._results is not None
                 for result in results:
-                    await self._send_result(result)
+                    try:  # a checkpoint per batch is enough, not one per message
+                        self._results.send_nowait(result)
+                    except anyio.WouldBlock:
+                        await self._results.send(result)
         except anyio.get_cancelled_exc_class():
             stopping = True
             raise
