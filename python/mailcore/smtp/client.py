@@ -9,7 +9,8 @@ the message follows the 354 (two round trips). After a timeout, a connection err
 protocol error or a 421 the connection is *broken* (as in trio: the resource is unusable)
 and must be dropped; otherwise it stays reusable, a failed transaction being cleared by
 RSET (with PIPELINING, in the next transaction's write rather than a round trip of its
-own).
+own). :meth:`SmtpConnection.send_many` pipelines several transactions: with CHUNKING many
+per write and round trip, with DATA one round trip per message instead of two.
 """
 
 from __future__ import annotations
