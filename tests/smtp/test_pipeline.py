@@ -5,6 +5,7 @@ servers on loopback built on our ServerProtocol."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
@@ -20,14 +21,25 @@ from hypothesis import strategies as st
 
 from mailcore.smtp import (
     NEED_DATA,
+    Bdat,
+    ClientProtocol,
     ConnectionClosed,
+    Data,
     DataStart,
+    Ehlo,
+    Greeting,
+    Mail,
     MailFrom,
+    Message,
     MessageReceived,
+    Phase,
     QuitRequested,
+    Rcpt,
     RcptTo,
     RelayConfig,
     Reply,
+    Response,
+    Rset,
     SendOutcome,
     ServerEvent,
     ServerProtocol,
@@ -467,3 +479,92 @@ async def test_a_retrying_pipelined_sender_gets_every_message_through(chunking: 
             assert 1 <= log.received[r] <= 1 + unknown[r]
     assert log.dropped > 0 and untried > 0
     assert sum(log.received.values()) == log.messages
+
+
+# -- the two machines against each other: pipelines across messages, any split ------------
+
+
+def _split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def _pump(
+    client: ClientProtocol, server: ServerProtocol, wire: bytes, cuts: Sequence[int]
+) -> tuple[list[ServerEvent], list[Response]]:
+    """``wire`` into the server in pieces, each event answered with the scripted reply;
+    the replies back into the client in pieces; the events on both sides."""
+    got: list[ServerEvent] = []
+    out = bytearray()
+    for piece in _split(wire, cuts):
+        server.receive_data(piece)
+        while (event := server.next_event()) is not NEED_DATA:
+            assert not isinstance(event, ConnectionClosed)
+            got.append(event)
+            out += server.send(scripted_reply(server, event) or server.default_reply(event))
+    responses: list[Response] = []
+    for piece in _split(bytes(out), cuts[::-1]):
+        client.receive_data(piece)
+        while (event := client.next_event()) is not NEED_DATA:
+            assert isinstance(event, Response)
+            responses.append(event)
+    return got, responses
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    messages=st.lists(message_st.filter(lambda m: "s421" not in m[0]), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 5000), max_size=12),
+    chunking=st.booleans(),
+)
+def test_machines_pipelining_across_messages(
+    messages: list[Msg], cuts: list[int], chunking: bool
+) -> None:
+    """What send_many writes, byte for byte through our server machine: every message
+    arrives normalised, with its own envelope, exactly when the script accepts it; the
+    client machine pairs each reply with its command."""
+    server = ServerProtocol("m.test", chunking=chunking, pipelining=True)
+    client = ClientProtocol()
+    client.receive_data(server.send(Reply.of(220, "m.test ESMTP")))
+    assert isinstance(client.next_event(), Greeting)
+    _, [ehlo] = _pump(client, server, client.send(Ehlo("c.test")), cuts)
+    assert ehlo.reply.code == 250 and client.pipelining
+    wire = bytearray()
+    expected: list[tuple[str, tuple[str, ...], bytes]] = []
+    received: list[tuple[str, tuple[str, ...], bytes]] = []
+    for n, (sender, rcpts, content) in enumerate(messages):
+        ok = [r for r in rcpts if _coded(r) == 250]
+        final = _FINAL.search(content)
+        if _coded(sender) == 250 and ok and final is not None and final[1] == b"250":
+            expected.append((sender, tuple(ok), normalize_newlines(content)))
+        if n and chunking:
+            wire += client.send(Rset())  # as send_many does between BDAT messages
+        wire += client.send(Mail(sender))
+        for r in rcpts:
+            wire += client.send(Rcpt(r))
+        if chunking:
+            wire += client.send(Bdat(content))
+            continue
+        wire += client.send(Data())
+        got, responses = _pump(client, server, bytes(wire), cuts)
+        wire.clear()
+        received += [(e.mail_from, e.recipients, e.content) for e in got if _taken(e)]
+        data = responses[-1]
+        assert isinstance(data.command, Data)
+        # 354 or not, the content (or just the dot) rides with the next envelope
+        if data.reply.code == 354:
+            wire += client.send(Message(content if any(_coded(r) == 250 for r in rcpts) else b""))
+        else:
+            wire += client.send(Rset())  # the transaction may be open: RSET, then MAIL
+    wire += client.send(Rset())
+    got, responses = _pump(client, server, bytes(wire), cuts)
+    received += [(e.mail_from, e.recipients, e.content) for e in got if _taken(e)]
+    assert received == expected
+    assert not client.outstanding and client.phase is Phase.READY
+
+
+def _taken(event: ServerEvent) -> bool:
+    if not isinstance(event, MessageReceived):
+        return False
+    m = _FINAL.search(event.content)
+    return m is None or m[1] == b"250"
