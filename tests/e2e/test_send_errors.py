@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,10 +52,10 @@ async def running(settings: Settings) -> AsyncIterator[Api]:
         nursery.cancel_scope.cancel()
 
 
-def make_settings(tmp_path: Path, smtp_port: int) -> Settings:
+def make_settings(database_url: str, smtp_port: int) -> Settings:
     return Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/e.db",
+        database_url=database_url,
         smtp_url=f"smtp://127.0.0.1:{smtp_port}",
         secret_key="k",
         retry_schedule=(1, 1),
@@ -72,10 +71,10 @@ async def wait_status(http: httpx.AsyncClient, cid: str, status: str) -> dict[st
             await trio.sleep(0.05)
 
 
-async def test_no_funds_is_402_and_the_campaign_stays_a_draft(tmp_path: Path) -> None:
+async def test_no_funds_is_402_and_the_campaign_stays_a_draft(database_url: str) -> None:
     with aiosmtpd_server() as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=299 * 10, contacts=10) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -90,10 +89,10 @@ async def test_no_funds_is_402_and_the_campaign_stays_a_draft(tmp_path: Path) ->
             assert smtp.messages == []
 
 
-async def test_send_twice_is_409_and_idempotency_key_replays(tmp_path: Path) -> None:
+async def test_send_twice_is_409_and_idempotency_key_replays(database_url: str) -> None:
     with aiosmtpd_server() as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=20) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -122,10 +121,10 @@ async def test_send_twice_is_409_and_idempotency_key_replays(tmp_path: Path) -> 
             assert len(smtp.messages) == 20
 
 
-async def test_relay_down_keeps_the_campaign_resumable_and_says_why(tmp_path: Path) -> None:
+async def test_relay_down_keeps_the_campaign_resumable_and_says_why(database_url: str) -> None:
     port = free_port()  # nothing listens here yet
     async with (
-        running(make_settings(tmp_path, port)) as api,
+        running(make_settings(database_url, port)) as api,
         api.tenant(credit_micros=1_000_000, contacts=30) as http,
     ):
         c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -145,10 +144,12 @@ async def test_relay_down_keeps_the_campaign_resumable_and_says_why(tmp_path: Pa
             assert len(smtp.messages) == 30
 
 
-async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(tmp_path: Path) -> None:
+async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(
+    database_url: str,
+) -> None:
     with aiosmtpd_server(reject=[("*", "550 5.7.1 relaying denied")]) as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=25) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -161,10 +162,10 @@ async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(tmp_pa
             assert smtp.messages == []
 
 
-async def test_4xx_is_retried_then_fails_and_is_not_charged(tmp_path: Path) -> None:
+async def test_4xx_is_retried_then_fails_and_is_not_charged(database_url: str) -> None:
     with aiosmtpd_server(reject=[("u1@*", "451 4.3.0 try later")]) as (port, _smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=3) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -175,10 +176,10 @@ async def test_4xx_is_retried_then_fails_and_is_not_charged(tmp_path: Path) -> N
             assert stats["cost"]["actualMicros"] == 600
 
 
-async def test_cancel_stops_sending_and_charges_what_was_delivered(tmp_path: Path) -> None:
+async def test_cancel_stops_sending_and_charges_what_was_delivered(database_url: str) -> None:
     port = free_port()
     async with (
-        running(make_settings(tmp_path, port)) as api,
+        running(make_settings(database_url, port)) as api,
         api.tenant(credit_micros=1_000_000, contacts=50) as http,
     ):
         c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
