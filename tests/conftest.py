@@ -47,8 +47,14 @@ def selected_stores(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every test that needs a database (directly or through mc, api, tenant, settings...)
     # runs once per store: test_x[sqlite], test_x[postgres].
+    # @pytest.mark.stores("postgres"): a test that only makes sense on some stores (several
+    # nodes need PostgreSQL).
     if "store_kind" in metafunc.fixturenames:
-        metafunc.parametrize("store_kind", selected_stores(metafunc.config))
+        stores = selected_stores(metafunc.config)
+        only = metafunc.definition.get_closest_marker("stores")
+        if only is not None:
+            stores = [s for s in stores if s in only.args]
+        metafunc.parametrize("store_kind", stores)
 
 
 @pytest.fixture

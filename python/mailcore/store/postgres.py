@@ -73,8 +73,8 @@ from ..errors import (
     IdempotencyKeyReused,
     InsufficientFunds,
     InvalidState,
-    MailcoreError,
     NotFound,
+    StoreUnavailable,
     ValidationError,
 )
 from ..webhooks.events import (
@@ -508,8 +508,26 @@ class PostgresStore(Store):
     def _configure(conn: Conn) -> None:
         conn.adapters.register_loader("jsonb", _JsonbAsBytes)
 
+    def _where(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
     async def open(self) -> None:
         def setup() -> None:
+            # One plain connection first: a wrong address or password fails at once with
+            # PostgreSQL's own reason (the pool would retry quietly until its timeout).
+            try:
+                first = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+                )
+            except psycopg.OperationalError as exc:
+                reason = (str(exc).strip().splitlines() or ["no reason given"])[0]
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL at {self._where()}: {reason}"
+                ) from None
+            with first:
+                self._configure(first)
+                self._migrate(first)
             pool: ConnectionPool[Conn] = ConnectionPool(
                 self.url,
                 min_size=1,
@@ -523,17 +541,10 @@ class PostgresStore(Store):
                 pool.open(wait=True, timeout=self.connect_timeout)
             except PoolTimeout:
                 pool.close()
-                where = urlsplit(self.url)
-                raise MailcoreError(
-                    f"cannot connect to PostgreSQL at {where.hostname or 'localhost'}:"
-                    f"{where.port or 5432}{where.path} within {self.connect_timeout:g} s"
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL at {self._where()} "
+                    f"within {self.connect_timeout:g} s"
                 ) from None
-            try:
-                with pool.connection() as conn:
-                    self._migrate(conn)
-            except BaseException:
-                pool.close()
-                raise
             self._pool = pool
 
         await anyio.to_thread.run_sync(setup)
