@@ -128,6 +128,8 @@ def test_three_senders_one_campaign_one_killed(database_url: str, tmp_path: Path
             nodes = [health(p)["node"] for p in ports]
             assert health(api_port)["roles"] == ["api"] and health(api_port)["sender"] is None
             assert all(health(p)["roles"] == ["sender"] for p in ports)
+            # A sender node serves its health only, not the API.
+            assert httpx.get(f"http://127.0.0.1:{ports[0]}/v1/pricing").status_code == 404
 
             auth = {"Authorization": f"Bearer {api_key}"}
             api = f"http://127.0.0.1:{api_port}/v1/mail/campaigns/{campaign_id}"

@@ -70,6 +70,21 @@ def test_errors_are_clear_and_nonzero(mailcore: Cli) -> None:
     assert r.returncode == 2 and "insufficient_funds" in r.stderr
 
 
+def test_migrate_brings_the_database_to_the_current_schema(mailcore: Cli) -> None:
+    from mailcore.store.schema import SQLITE_MIGRATIONS
+
+    r = mailcore("migrate")
+    assert r.returncode == 0, r.stderr
+    assert f"schema version {len(SQLITE_MIGRATIONS)}" in r.stderr
+    r = mailcore("migrate")
+    assert r.returncode == 0 and "(up to date)" in r.stderr, r.stderr
+
+
+def test_serve_refuses_an_unknown_role(mailcore: Cli) -> None:
+    r = mailcore("serve", "--role", "api,mailer")
+    assert r.returncode == 2 and "unknown role mailer" in r.stderr, r.stderr
+
+
 def test_sink_command_accepts_counts_and_refuses_by_rule(tmp_path: Path) -> None:
     """``mailcore sink`` as a user runs it: mail lands in the maildir, a rule refuses."""
     import signal
