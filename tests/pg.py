@@ -67,7 +67,11 @@ class Cluster:
     def start(cls) -> Cluster:
         url = os.environ.get("MAILCORE_TEST_POSTGRES_URL")
         cluster = cls(admin_url=url) if url else cls._initdb()
-        cluster._make_template()
+        try:
+            cluster._make_template()
+        except BaseException:
+            cluster.stop()
+            raise
         return cluster
 
     @classmethod
@@ -144,7 +148,12 @@ class Cluster:
     def _as(user: str | None, argv: list[str]) -> None:
         if user is not None:
             argv = ["runuser", "-u", user, "--", *argv]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # From / : the unprivileged user may not be allowed into the caller's directory.
+        done = subprocess.run(argv, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}"
+            )
 
     def _admin(self, sql: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -174,7 +183,8 @@ class Cluster:
 
     def stop(self) -> None:
         if self.datadir is None:
-            self._admin(f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)")
+            if hasattr(self, "template"):
+                self._admin(f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)")
             return
         assert self.bindir is not None
         self._as(
