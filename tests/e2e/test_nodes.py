@@ -155,7 +155,7 @@ def test_three_senders_one_campaign_one_killed(database_url: str, tmp_path: Path
             at_kill = delivered_by_node(url, campaign_id)
             received_at_kill = len(smtp.messages)
 
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 300 + N / 20  # 20/s: far below a loaded machine's
             while True:
                 stats = httpx.get(f"{api}/stats", headers=auth, timeout=30).json()
                 if stats["status"] == "sent":

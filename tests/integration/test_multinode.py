@@ -228,3 +228,42 @@ async def test_both_migration_histories_build_the_same_tables(
     assert pg == lite
     version = scalar(database_url, "SELECT max(version) FROM schema_version")
     assert version == len(POSTGRES_MIGRATIONS)
+
+
+async def test_two_webhook_nodes_deliver_each_event_once(settings: Settings) -> None:
+    import json
+
+    from mailcore.models import WebhookCreate
+    from mailcore.webhooks.events import EmailEventData, record
+    from tests.peers import WebhookReceiver
+
+    hooks = msgspec.structs.replace(settings, webhook_allow_private=True)
+    receiver = WebhookReceiver()
+    async with (
+        Mailcore.open(hooks) as a,
+        Mailcore.open(hooks) as b,
+        trio.open_nursery() as nursery,
+    ):
+        url = (await nursery.start(receiver.serve))[0] + "/hook"
+        acct = a.account((await a.accounts.create("t")).account_id)
+        await acct.webhooks.create(WebhookCreate(url=url, events=["email.delivered"]))
+        events = [
+            record(
+                acct.account_id,
+                "email.delivered",
+                EmailEventData(campaign_id="cmp_x", contact_id=None, email=None, email_id=f"e{i}"),
+                "2026-11-30T00:00:00Z",
+            )
+            for i in range(300)
+        ]
+        await a.store.emit(events, 0.0)
+        await nursery.start(a.run_webhooks)
+        await nursery.start(b.run_webhooks)
+        await wait_until(lambda: len(receiver.requests) >= 300, seconds=60)
+        await trio.sleep(0.5)  # anything sent twice would have arrived by now
+        nursery.cancel_scope.cancel()
+    received = [json.loads(body)["id"] for _, body in receiver.requests]
+    assert sorted(received) == sorted(e.id for e in events)  # each once, none twice
+    delivered = (a.node.webhooks, b.node.webhooks)
+    assert all(d is not None for d in delivered)
+    assert sum(d.delivered for d in delivered if d is not None) == 300
