@@ -1487,8 +1487,11 @@ class PostgresStore(Store):
                     "WHERE campaign_id = %s AND state IN ('queued', 'deferred')",
                     (now, campaign_id),
                 )
+            # ORDER BY: walks the partial index of open recipients (a LIMIT 1 alone may be
+            # planned as a scan of the whole table, through every delivered row).
             open_row = conn.execute(
-                f"SELECT 1 FROM recipients WHERE campaign_id = %s AND {_OPEN} LIMIT 1",
+                f"SELECT 1 FROM recipients WHERE campaign_id = %s AND {_OPEN} "
+                "ORDER BY contact_seq LIMIT 1",
                 (campaign_id,),
             ).fetchone()
             if open_row is not None:
