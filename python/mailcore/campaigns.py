@@ -218,6 +218,22 @@ class Campaigns:
         self._mc.notify_send()
         return await self.stats(campaign_id)
 
+    async def pause(self, campaign_id: str) -> CampaignStats:
+        """Stop claiming recipients of a sending campaign. Messages already handed to an
+        SMTP connection finish and are recorded; the rest stay queued, so a resume sends
+        each recipient once. 409 unless it is sending."""
+        await self._get_row(campaign_id)
+        await self._mc.store.pause_send(self.account_id, campaign_id, iso(self._mc.clock()))
+        self._mc.notify_send()
+        return await self.stats(campaign_id)
+
+    async def resume(self, campaign_id: str) -> CampaignStats:
+        """Carry on sending a paused campaign. 409 unless it is paused."""
+        await self._get_row(campaign_id)
+        await self._mc.store.resume_send(self.account_id, campaign_id, iso(self._mc.clock()))
+        self._mc.notify_send()
+        return await self.stats(campaign_id)
+
     async def stats(self, campaign_id: str) -> CampaignStats:
         row = await self._get_row(campaign_id)
         send = await self._mc.store.get_send(self.account_id, campaign_id)

@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +23,31 @@ class DkimKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     selector: str
     private_key_file: str
     algorithm: str = "rsa-sha256"  # or "ed25519-sha256"
+
+
+class RelayRoute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One of several relays (``[[relays]]`` in mailcore.toml, in failover order).
+
+    A message goes to the first relay whose ``from_domains`` match its from-address domain
+    (empty: any domain; ``*.example.com`` matches the subdomains) and is up; when it is
+    down, to the next matching one.
+    """
+
+    url: str
+    name: str = ""
+    from_domains: tuple[str, ...] = ()
+    connections: int = 0  # 0: smtp_connections
+    messages_per_connection: int = 0  # 0: the setting of the same name
+    rate: float = 0.0  # messages per second; 0: no limit
+
+
+class DomainLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits for mail to one receiving domain (``[domains."gmail.com"]``): the rate
+    applies whichever way mail leaves; connections only to its MX hosts (direct delivery)."""
+
+    rate: float = 0.0  # messages per second; 0: no limit
+    connections: int = 0  # 0: direct_connections
+    messages_per_connection: int = 0  # 0: the setting of the same name
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,9 +79,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # A sender renews its leases every third of this; a node that dies stops renewing, and
     # after this long other nodes (PostgreSQL) take over what it held.
     lease_seconds: float = 60.0
-    # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one
-    # the recipient fails.
+    # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one,
+    # or once the first attempt is older than retry_max_age_seconds, the recipient fails.
     retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
+    retry_max_age_seconds: float = 5 * 86_400
+    # How mail leaves: "relay" (smtp_url, or the [[relays]] table with routing by
+    # from-domain and failover) or "direct" (MX lookup per recipient domain).
+    delivery: Literal["relay", "direct"] = "relay"
+    relays: tuple[RelayRoute, ...] = ()
+    # Messages per second to the relay at smtp_url (0: no limit), messages sent on one
+    # connection before it is replaced, and seconds an idle connection is kept open.
+    smtp_rate: float = 0.0
+    messages_per_connection: int = 1_000
+    smtp_idle_seconds: float = 30.0
+    # Direct delivery: connections per receiving domain, and TLS to its MX hosts
+    # ("opportunistic": STARTTLS when offered, certificates not checked, as MTAs do;
+    # "required": verified STARTTLS or the recipient is deferred).
+    direct_connections: int = 4
+    # The name we give in EHLO; empty: this machine's fully qualified name.
+    helo_name: str = ""
+    direct_tls: Literal["opportunistic", "required"] = "opportunistic"
+    # Per receiving-domain limits, from the TOML file: [domains."gmail.com"] rate = 50.
+    domains: dict[str, DomainLimits] = msgspec.field(default_factory=dict)
+    # After a destination throttles (421, 4.7.x), its connections and rate are halved;
+    # every quiet period of this many seconds gives some back.
+    throttle_recover_seconds: float = 30.0
+    # A message that would wait longer than this for its rate-limit slot is deferred
+    # (durably, without counting an attempt) instead of being held in memory.
+    throttle_max_wait_seconds: float = 2.0
     # VERP return paths (bounces+TOKEN@bounce_domain) so asynchronous bounces find their
     # email; empty: the envelope sender is the campaign's from address. The inbound SMTP
     # listener for them (and for feedback-loop reports) runs when the port is not 0.
@@ -94,6 +144,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError("lease_seconds must be positive", field="lease_seconds")
         if self.database_pool_size <= 0:
             raise ValidationError("database_pool_size must be positive", field="database_pool_size")
+        if self.messages_per_connection <= 0 or self.direct_connections <= 0:
+            raise ValidationError(
+                "messages_per_connection and direct_connections must be positive",
+                field="messages_per_connection",
+            )
+        if self.smtp_idle_seconds <= 0 or self.retry_max_age_seconds <= 0:
+            raise ValidationError(
+                "smtp_idle_seconds and retry_max_age_seconds must be positive",
+                field="smtp_idle_seconds",
+            )
         if self.import_batch_size <= 0:
             raise ValidationError("import_batch_size must be positive", field="import_batch_size")
 
@@ -128,4 +188,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(f"invalid setting: {exc}") from exc
 
 
-__all__ = ["DkimKey", "Settings"]
+__all__ = ["DkimKey", "DomainLimits", "RelayRoute", "Settings"]

@@ -13,7 +13,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 ContactStatus = Literal["subscribed", "unsubscribed", "bounced", "complained"]
-CampaignStatus = Literal["draft", "sending", "sent", "cancelled"]
+CampaignStatus = Literal["draft", "sending", "paused", "sent", "cancelled"]
 CustomValue = str | int | float | bool
 
 Email = Annotated[str, Meta(min_length=3, max_length=254, description="An email address")]

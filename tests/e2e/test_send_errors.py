@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 
 from mailcore import Mailcore, Settings
 from mailcore.rest.server import serve
+from tests.db import query
 from tests.peers import aiosmtpd_server, free_port
 
 pytestmark = pytest.mark.anyio
@@ -174,6 +176,33 @@ async def test_4xx_is_retried_then_fails_and_is_not_charged(database_url: str) -
             # Tried three times (first + the two retries of the schedule), then failed.
             assert (stats["delivered"], stats["failed"]) == (2, 1)
             assert stats["cost"]["actualMicros"] == 600
+
+
+async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
+    database_url: str,
+) -> None:
+    with aiosmtpd_server(reject=[("u1@*", "451 4.2.1 mailbox busy")]) as (port, _smtp):
+        settings = msgspec.structs.replace(
+            make_settings(database_url, port), retry_schedule=(1,) * 20, retry_max_age_seconds=2.5
+        )
+        async with running(settings) as api, api.tenant(1_000_000, contacts=3) as http:
+            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
+            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
+            stats = await wait_status(http, c["id"], "sent")
+            assert (stats["delivered"], stats["failed"]) == (2, 1)
+            rows = await api.mc.store.recipient_counts(c["id"])
+            assert rows == {"delivered": 2, "failed": 1}
+            # Failed on age (about three tries a second apart), long before 20 retries.
+            attempts = [
+                r
+                for r in query(
+                    database_url,
+                    "SELECT attempts, state FROM recipients WHERE campaign_id = ?",
+                    (c["id"],),
+                )
+                if r[1] == "failed"  # (attempts, state)
+            ]
+            assert attempts and 2 <= attempts[0][0] <= 4
 
 
 async def test_cancel_stops_sending_and_charges_what_was_delivered(database_url: str) -> None:

@@ -182,6 +182,14 @@ async def cancel_campaign(call: Call) -> tuple[int, Any]:
     return 200, await _scope(call).campaigns.cancel(call.request.path_params["id"])
 
 
+async def pause_campaign(call: Call) -> tuple[int, Any]:
+    return 200, await _scope(call).campaigns.pause(call.request.path_params["id"])
+
+
+async def resume_campaign(call: Call) -> tuple[int, Any]:
+    return 200, await _scope(call).campaigns.resume(call.request.path_params["id"])
+
+
 async def campaign_stats(call: Call) -> tuple[int, Any]:
     return 200, await _scope(call).campaigns.stats(call.request.path_params["id"])
 
@@ -345,6 +353,20 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/mail/campaigns/{id}/cancel",
         cancel_campaign,
         "Stop a sending campaign; delivered emails are charged, the rest released",
+        CampaignStats,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/campaigns/{id}/pause",
+        pause_campaign,
+        "Pause a sending campaign: nothing more goes out until it is resumed",
+        CampaignStats,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/mail/campaigns/{id}/resume",
+        resume_campaign,
+        "Resume a paused campaign where it stopped",
         CampaignStats,
     ),
     Endpoint(

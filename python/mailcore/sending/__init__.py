@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .dispatcher import Dispatcher, Outbound
+from .dispatcher import Dispatcher
 from .render import BatchRenderer, merge_values
+from .routing import Outbound
 
 __all__ = ["BatchRenderer", "Dispatcher", "Outbound", "merge_values"]

@@ -1,38 +1,45 @@
 """The send pipeline of one process.
 
     feeder ──claims a batch (lease)──► renders it (engine, GIL released, worker thread)
-        ──memory stream──► N connection workers (one SMTP connection each)
+        ──routes each message──► its destination's queue (a relay, or a recipient domain's
+        MX hosts: routing.py), whose connection workers (one SMTP connection each, up to
+        the destination's adaptive limit, reused, closed when idle) deliver it
         ──memory stream──► recorder: results committed in groups ─► settle when done
 
-Structured concurrency: everything runs in one task group under :meth:`Dispatcher.run`.
-Recipients in flight are bounded by the batch size and the stream buffers, which is also
-the bound on duplicates if the process dies (they are leased, not yet recorded).
+Structured concurrency: everything runs in one task group under :meth:`Dispatcher.run`;
+connection workers are started in it on demand. Recipients in flight are bounded by the
+in-flight window (leased, not yet recorded), which is also the bound on duplicates if the
+process dies. Rate limits book a slot per message (throttle.py); a message whose slot is
+further away than ``throttle_max_wait_seconds`` goes back to the database, deferred.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..ids import iso
 from ..models import CampaignCreate
 from ..node import SenderActivity
-from ..smtp import RelayConfig, SmtpConnection, SmtpConnectionLost, SmtpError
+from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpConnectionLost, SmtpError
 from ..store import RecipientResult, SendRow
 from ..tokens import TokenSigner
 from .render import BatchRenderer
 from .retry import next_attempt
+from .routing import Destination, Outbound, Router
+from .throttle import is_throttling
 
 if TYPE_CHECKING:
     from ..facade import Mailcore
+    from .direct import DirectDelivery
 
 log = logging.getLogger("mailcore.sending")
 _decode_definition = msgspec.json.Decoder(CampaignCreate).decode
@@ -60,16 +67,6 @@ class InFlightWindow:
             self._changed = anyio.Event()
 
 
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    campaign_id: str
-    contact_seq: int
-    attempts: int  # attempts made before this one
-    sender: str
-    recipient: str
-    content: bytes
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -81,23 +78,29 @@ class Dispatcher:
     ) -> None:
         self.mc = mc
         self.settings = mc.settings
-        self.relay = relay or RelayConfig.from_url(mc.settings.smtp_url)
+        self.router = Router(mc.settings, relay=relay)
         self.tls_context = tls_context
         self.poll_seconds = poll_seconds
         self._signer = TokenSigner(mc.secret_key)
         self._renderers: dict[str, BatchRenderer] = {}
         self._wakeup = anyio.Event()
-        self._relay_down_until = 0.0
-        self._relay_backoff = 0.0
         self._failing: set[str] = set()  # campaigns whose last_error is set
+        self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
         self.activity = SenderActivity(in_flight_now=lambda: self.window.used)
+        self._results: MemoryObjectSendStream[RecipientResult] | None = None
+        self._tg: TaskGroup | None = None
+        self._direct: DirectDelivery | None = None
+        if self.router.direct:
+            from .direct import DirectDelivery  # dnspython only when delivering directly
+
+            self._direct = DirectDelivery(mc.settings)
 
     def _now(self) -> float:
         return self.mc.clock().timestamp()
 
     def wake(self) -> None:
-        """A send started or was cancelled: look for work now rather than at the next poll."""
+        """A send started, paused, resumed or was cancelled: look for work now."""
         self._wakeup.set()
 
     # -- the task tree -------------------------------------------------------------
@@ -110,45 +113,41 @@ class Dispatcher:
         if released:
             log.info("resuming: %d recipients were in flight when a sender stopped", released)
         self.mc.node.sender = self.activity
-        n = self.settings.smtp_connections
-        # Room for one rendered batch: the feeder claims and renders the next batch while
-        # the workers drain this one, so the connections never wait for the database.
-        out_tx, out_rx = anyio.create_memory_object_stream[Outbound](self.settings.send_batch_size)
         res_tx, res_rx = anyio.create_memory_object_stream[RecipientResult](
             self.settings.result_group_size
         )
         self.mc.add_send_listener(self.wake)
         try:
-            async with anyio.create_task_group() as tg:
-                async with out_rx, res_tx:
-                    for _ in range(n):
-                        tg.start_soon(self._connection_worker, out_rx.clone(), res_tx.clone())
+            async with anyio.create_task_group() as tg, res_tx:
+                self._tg = tg
+                self._results = res_tx
                 tg.start_soon(self._recorder, res_rx)
+                tg.start_soon(self._limits)
                 tg.start_soon(self._renew_leases)
                 task_status.started()
-                await self._feeder(out_tx)
+                await self._feeder()
         finally:
             self.mc.remove_send_listener(self.wake)
 
     # -- feeder --------------------------------------------------------------------
 
-    async def _feeder(self, out: MemoryObjectSendStream[Outbound]) -> None:
-        async with out:
-            while True:
-                await self._wait_for_relay()
-                worked = False
-                sends = await self.mc.store.active_sends()
-                for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
-                    del self.activity.campaigns[gone]  # finished (maybe by another node)
-                for send in sends:
-                    if await self._feed_one(send, out):
-                        worked = True
-                if not worked:
-                    with anyio.move_on_after(self.poll_seconds):
-                        await self._wakeup.wait()
-                    self._wakeup = anyio.Event()
+    async def _feeder(self) -> None:
+        while True:
+            await self._wait_for_relays()
+            worked = False
+            sends = await self.mc.store.active_sends()
+            self._paused = {s.campaign_id for s in sends if s.status == "paused"}
+            for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
+                del self.activity.campaigns[gone]  # finished (maybe by another node)
+            for send in sends:
+                if send.status != "paused" and await self._feed_one(send):
+                    worked = True
+            if not worked:
+                with anyio.move_on_after(self.poll_seconds):
+                    await self._wakeup.wait()
+                self._wakeup = anyio.Event()
 
-    async def _feed_one(self, send: SendRow, out: MemoryObjectSendStream[Outbound]) -> bool:
+    async def _feed_one(self, send: SendRow) -> bool:
         store = self.mc.store
         work = []
         if send.status == "sending":
@@ -192,14 +191,17 @@ class Dispatcher:
         if not sendable:
             return True
         messages = await anyio.to_thread.run_sync(renderer.render, sendable)
+        from_domain = renderer.sender.rpartition("@")[2].lower()
         for w, content in zip(sendable, messages, strict=True):
             assert w.email is not None
-            await out.send(
+            await self._dispatch(
                 Outbound(
                     campaign_id=send.campaign_id,
                     contact_seq=w.contact_seq,
                     attempts=w.attempts,
+                    first_attempt_at=w.first_attempt_at,
                     sender=renderer.envelope_sender(w.contact_seq),
+                    from_domain=from_domain,
                     recipient=w.email,
                     content=content,
                 )
@@ -244,75 +246,244 @@ class Dispatcher:
                 self.mc.node.id, self._now() + self.settings.lease_seconds
             )
 
-    # -- relay health --------------------------------------------------------------
-
-    async def _wait_for_relay(self) -> None:
-        delay = self._relay_down_until - self._now()
+    async def _wait_for_relays(self) -> None:
+        """Relay mode with every relay backing off: nothing can go out before one is due."""
+        if self.router.direct:
+            return
+        delay = min(d.down_until for _, d in self.router.relays) - self._now()
         if delay > 0:
             await anyio.sleep(delay)
 
-    def _relay_failed(self) -> None:
-        self._relay_backoff = min(max(self._relay_backoff * 2, 0.5), 30.0)
-        self._relay_down_until = self._now() + self._relay_backoff
+    # -- routing -------------------------------------------------------------------
 
-    def _relay_ok(self) -> None:
-        self._relay_backoff = 0.0
-        self._relay_down_until = 0.0
-
-    # -- connection workers --------------------------------------------------------
-
-    async def _connection_worker(
-        self,
-        inbox: MemoryObjectReceiveStream[Outbound],
-        results: MemoryObjectSendStream[RecipientResult],
-    ) -> None:
-        conn: SmtpConnection | None = None
-        async with inbox, results:
-            try:
-                async for msg in inbox:
-                    if conn is None or conn.broken or conn.closed:
-                        conn = await self._connect(msg, results)
-                        if conn is None:
-                            continue
-                    result = await self._deliver(conn, msg)
-                    await results.send(result)
-            finally:
-                if conn is not None:
-                    with anyio.CancelScope(shield=True):
-                        await conn.aclose()
-
-    async def _connect(
-        self, msg: Outbound, results: MemoryObjectSendStream[RecipientResult]
-    ) -> SmtpConnection | None:
-        """A connection to the relay, or None after handing ``msg`` back untried."""
-        error: str
-        if self._now() < self._relay_down_until:
-            error = "relay unavailable, backing off"
+    async def _dispatch(self, msg: Outbound) -> None:
+        """Queue a message on its destination (starting a connection worker if the
+        destination has room for one), or hand it back to the database."""
+        now = self._now()
+        domain = msg.recipient.rpartition("@")[2].lower()
+        dest: Destination | None
+        if self.router.direct:
+            dest = self.router.for_domain(domain)
         else:
-            try:
-                conn = await SmtpConnection.open(self.relay, tls_context=self.tls_context)
-            except SmtpError as exc:
-                error = f"relay {self.relay.host}:{self.relay.port} unavailable: {exc}"
-                self._relay_failed()
-                log.warning("%s", error)
-            else:
-                self._relay_ok()
-                return conn
-        if msg.campaign_id not in self._failing:
+            candidates = self.router.relay_candidates(msg.from_domain)
+            if not candidates:
+                error = f"no relay is configured for the from-domain {msg.from_domain}"
+                await self._hand_back(msg, error, error=True)
+                return
+            dest = next((d for d in candidates if not d.is_down(now)), None)
+            if dest is None:
+                names = ", ".join(d.key.partition(":")[2] for d in candidates)
+                await self._hand_back(msg, f"relay unavailable ({names}), backing off", error=True)
+                return
+        mono = anyio.current_time()
+        delay = dest.rate.reserve(mono)
+        domain_rate = self.router.domain_rate(domain)
+        if domain_rate is not None:
+            delay = max(delay, domain_rate.reserve(mono))
+        if delay > self.settings.throttle_max_wait_seconds:
+            # Rather than hold it in memory, put it back in the queue for when its slot comes.
+            dest.rate.cancel()
+            if domain_rate is not None:
+                domain_rate.cancel()
+            await self._emit(
+                msg,
+                "deferred",
+                f"throttled: {dest.key} is rate limited, next slot in {delay:.1f} s",
+                attempted=False,
+                next_attempt_at=now + delay,
+            )
+            return
+        if delay > 0:
+            msg = dataclasses.replace(msg, not_before=mono + delay)
+        dest.last_used = now
+        dest.put(msg)
+        self._grow(dest)
+
+    def _grow(self, dest: Destination) -> None:
+        if dest.wants_worker():
+            assert self._tg is not None
+            dest.workers += 1
+            self._tg.start_soon(self._connection_worker, dest)
+
+    async def _hand_back(self, msg: Outbound, reason: str, *, error: bool = False) -> None:
+        """Back to the queue untried (no attempt counted), e.g. no relay is reachable."""
+        if error and msg.campaign_id not in self._failing:
             self._failing.add(msg.campaign_id)
-            await self.mc.store.set_send_error(msg.campaign_id, error)
-        await results.send(
+            await self.mc.store.set_send_error(msg.campaign_id, reason)
+        await self._emit(msg, "queued", reason, attempted=False)
+
+    async def _emit(
+        self,
+        msg: Outbound,
+        state: str,
+        reply: str,
+        *,
+        attempted: bool = True,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        assert self._results is not None
+        await self._results.send(
             RecipientResult(
                 campaign_id=msg.campaign_id,
                 contact_seq=msg.contact_seq,
-                state="queued",
-                reply=error,
-                attempted=False,
+                state=state,
+                reply=reply[:1000],
+                next_attempt_at=next_attempt_at,
+                attempted=attempted,
+                attempted_at=self._now() if attempted else None,
             )
         )
+
+    async def _limits(self) -> None:
+        """Give throttled destinations their limits back as they stay quiet."""
+        while True:
+            await anyio.sleep(1.0)
+            now = anyio.current_time()
+            for dest in self.router.destinations():
+                if dest.limit.tick(now):
+                    dest.rate.rate = dest.limit.current_rate
+                    log.info(
+                        "%s: limits raised to %d connections, %.1f msg/s",
+                        dest.key,
+                        dest.limit.current_connections,
+                        dest.limit.current_rate,
+                    )
+                    self._grow(dest)
+            self.router.forget_idle(self._now(), 10 * self.settings.smtp_idle_seconds)
+
+    def _throttled(self, dest: Destination, reply: Reply) -> None:
+        before = dest.limit.current_connections
+        dest.limit.throttled(anyio.current_time())
+        dest.rate.rate = dest.limit.current_rate
+        if dest.limit.current_connections != before:
+            log.warning(
+                "%s throttles (%s %s): down to %d connections",
+                dest.key,
+                reply.code,
+                reply.text,
+                dest.limit.current_connections,
+            )
+
+    # -- connection workers --------------------------------------------------------
+
+    async def _connection_worker(self, dest: Destination) -> None:
+        """One SMTP connection to ``dest``, reused for up to messages_per_connection
+        messages, closed when idle or when the destination's limit shrank."""
+        conn: SmtpConnection | None = None
+        sent_on_conn = 0
+        stopping = False
+        try:
+            while True:
+                msg = await dest.wait(self.settings.smtp_idle_seconds)
+                if msg is None:
+                    if dest.queued:
+                        continue
+                    return  # idle: the connection is closed below
+                if msg.campaign_id in self._paused:
+                    await self._emit(msg, "queued", "campaign paused", attempted=False)
+                    continue
+                if dest.workers > dest.limit.current_connections:
+                    dest.put(msg)  # throttled: fewer connections from now on
+                    return
+                wait = msg.not_before - anyio.current_time()
+                if wait > 0:
+                    await anyio.sleep(wait)
+                if conn is not None and (
+                    not conn.usable or sent_on_conn >= dest.messages_per_connection
+                ):
+                    await self._close(dest, conn)
+                    conn = None
+                if conn is None:
+                    conn = await self._open(dest, msg)
+                    sent_on_conn = 0
+                    if conn is None:
+                        return
+                result = await self._deliver(dest, conn, msg)
+                sent_on_conn += 1
+                assert self._results is not None
+                await self._results.send(result)
+        except anyio.get_cancelled_exc_class():
+            stopping = True
+            raise
+        finally:
+            dest.workers -= 1
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._close(dest, conn)
+            if not stopping:
+                self._grow(dest)  # messages may have arrived that no other worker will take
+
+    async def _close(self, dest: Destination, conn: SmtpConnection) -> None:
+        dest.closed()
+        await conn.aclose()
+
+    async def _open(self, dest: Destination, msg: Outbound) -> SmtpConnection | None:
+        """A connection for ``msg``; None after routing ``msg`` elsewhere (the worker ends)."""
+        now = self._now()
+        if self._direct is not None:
+            assert dest.domain is not None
+            if dest.is_down(now):
+                await self._emit(
+                    msg,
+                    "deferred",
+                    dest.last_error or "destination unavailable",
+                    next_attempt_at=self._retry_at(msg, now),
+                )
+                return None
+            opened = await self._direct.open(dest.domain, self.tls_context)
+            if isinstance(opened, SmtpConnection):
+                dest.connect_ok()
+                dest.opened()
+                return opened
+            dest.last_error = opened.text
+            if opened.is_permanent:
+                await self._emit(msg, "bounced", opened.text)
+                return None
+            if opened.code == 421:
+                self._throttled(dest, opened)
+            dest.connect_failed(now)
+            state = "deferred"
+            await self._emit(msg, state, opened.text, next_attempt_at=self._retry_at(msg, now))
+            return None
+        assert dest.relay is not None
+        if not dest.is_down(now):
+            try:
+                conn = await SmtpConnection.open(dest.relay, tls_context=self.tls_context)
+            except SmtpError as exc:
+                error = f"{dest.key} {dest.relay.host}:{dest.relay.port} unavailable: {exc}"
+                reply = getattr(exc, "reply", None)
+                if isinstance(reply, Reply) and is_throttling(reply):
+                    self._throttled(dest, reply)
+                if dest.connections > 0:
+                    # Others are connected: a refused connection is the server's limit,
+                    # not an outage. The message waits for one of them.
+                    log.info("%s", error)
+                    dest.put(msg)
+                    return None
+                log.warning("%s", error)
+                dest.connect_failed(now)
+            else:
+                dest.connect_ok()
+                dest.opened()
+                return conn
+        # Down: this message and every one waiting for this relay fail over to the next
+        # matching relay, or go back to the database.
+        await self._dispatch(msg)
+        while (queued := dest.take()) is not None:
+            await self._dispatch(queued)
         return None
 
-    async def _deliver(self, conn: SmtpConnection, msg: Outbound) -> RecipientResult:
+    def _retry_at(self, msg: Outbound, now: float) -> float | None:
+        """When a deferred message is tried again; None: retries are used up (fail)."""
+        first = msg.first_attempt_at if msg.first_attempt_at is not None else now
+        next_at = next_attempt(msg.attempts + 1, self.settings.retry_schedule, now)
+        if next_at is None or next_at - first > self.settings.retry_max_age_seconds:
+            return None
+        return next_at
+
+    async def _deliver(
+        self, dest: Destination, conn: SmtpConnection, msg: Outbound
+    ) -> RecipientResult:
         try:
             outcome = await conn.send(msg.sender, [msg.recipient], msg.content)
         except SmtpConnectionLost as exc:
@@ -336,12 +507,15 @@ class Dispatcher:
                 ),
                 reply,
             )
+            if is_throttling(reply):
+                self._throttled(dest, reply)
         return self._outcome(msg, state, f"{reply.code} {reply.text}".strip())
 
     def _outcome(self, msg: Outbound, state: str, reply: str) -> RecipientResult:
+        now = self._now()
         next_at = None
         if state == "deferred":
-            next_at = next_attempt(msg.attempts + 1, self.settings.retry_schedule, self._now())
+            next_at = self._retry_at(msg, now)
             if next_at is None:
                 state = "failed"
         return RecipientResult(
@@ -350,6 +524,7 @@ class Dispatcher:
             state=state,
             reply=reply[:1000],
             next_attempt_at=next_at,
+            attempted_at=now,
         )
 
     # -- recorder ------------------------------------------------------------------

@@ -82,6 +82,9 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int = 0
     tls: TlsMode = "opportunistic"
+    address: str | None = None
+    """Connect to this IP address instead of resolving ``host``; ``host`` stays the name
+    TLS verifies (direct delivery resolves MX hosts itself)."""
     username: str | None = None
     password: str | None = None
     local_hostname: str = "localhost"
@@ -317,14 +320,14 @@ class SmtpConnection:
                 stream: ByteStream
                 if implicit:
                     stream = await anyio.connect_tcp(
-                        config.host,
+                        config.address or config.host,
                         config.port,
                         ssl_context=tls_context,
                         tls_hostname=config.host,
                         tls_standard_compatible=False,
                     )
                 else:
-                    stream = await anyio.connect_tcp(config.host, config.port)
+                    stream = await anyio.connect_tcp(config.address or config.host, config.port)
         except TimeoutError:
             raise SmtpTimeout("connect", config.connect_timeout) from None
         except ssl.SSLError as exc:

@@ -120,7 +120,7 @@ class SendRow(Record, frozen=True):
     hold_id: str
     audience_count: int
     price_micros: int
-    status: str  # sending | cancelling | sent | cancelled
+    status: str  # sending | paused | cancelling | sent | cancelled
     last_error: str | None
     started_at: str
     completed_at: str | None
@@ -137,6 +137,7 @@ class RecipientWork(Record, frozen=True):
     last_name: str | None
     custom_fields: dict[str, Any]
     contact_status: str | None
+    first_attempt_at: float | None = None  # unix time of the first attempt, if any
 
 
 class RecipientResult(Record, frozen=True):
@@ -146,6 +147,7 @@ class RecipientResult(Record, frozen=True):
     reply: str | None = None
     next_attempt_at: float | None = None
     attempted: bool = True  # False: handed back untried (relay down); no attempt counted
+    attempted_at: float | None = None  # unix time of this attempt (kept if it is the first)
 
 
 class IdempotentReplay(Record, frozen=True):
@@ -399,7 +401,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def active_sends(self) -> list[SendRow]:
-        """Sends of every account that are ``sending`` or ``cancelling`` (the sender's view)."""
+        """Sends of every account that are ``sending``, ``paused`` or ``cancelling`` (the
+        sender's view: a paused send takes no new work and hands back what it holds)."""
 
     @abc.abstractmethod
     async def claim_recipients(
@@ -450,7 +453,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def cancel_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
         """Queued and deferred recipients become ``cancelled``; the send ``cancelling``
-        until what is in flight is recorded. InvalidState unless it is sending."""
+        until what is in flight is recorded. InvalidState unless it is sending or paused."""
+
+    @abc.abstractmethod
+    async def pause_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        """``sending`` → ``paused`` (the campaign too): no recipient is claimed until it is
+        resumed; what is in flight is recorded as it completes. InvalidState otherwise."""
+
+    @abc.abstractmethod
+    async def resume_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        """``paused`` → ``sending`` (the campaign too). InvalidState otherwise."""
 
     # -- idempotency keys ----------------------------------------------------------
     @abc.abstractmethod

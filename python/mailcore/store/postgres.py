@@ -1329,7 +1329,7 @@ class PostgresStore(Store):
                 _send(r)
                 for r in conn.execute(
                     f"SELECT {_SEND_COLUMNS} FROM sends "
-                    "WHERE status IN ('sending', 'cancelling') ORDER BY started_at"
+                    "WHERE status IN ('sending', 'paused', 'cancelling') ORDER BY started_at"
                 )
             ]
 
@@ -1351,10 +1351,10 @@ class PostgresStore(Store):
                 "), claimed AS ("
                 "  UPDATE recipients r SET state = 'sending', lease_until = %s, lease_owner = %s "
                 "  FROM picked WHERE r.campaign_id = %s AND r.contact_seq = picked.contact_seq "
-                "  RETURNING r.contact_seq, r.attempts"
+                "  RETURNING r.contact_seq, r.attempts, r.first_attempt_at"
                 ") "
                 "SELECT cl.contact_seq, cl.attempts, c.email, c.first_name, c.last_name, "
-                "c.custom_fields, c.status FROM claimed cl "
+                "c.custom_fields, c.status, cl.first_attempt_at FROM claimed cl "
                 "LEFT JOIN contacts c ON c.seq = cl.contact_seq ORDER BY cl.contact_seq",
                 (campaign_id, now, now, limit, lease_until, owner or None, campaign_id),
             ).fetchall()
@@ -1367,6 +1367,7 @@ class PostgresStore(Store):
                     last_name=r[4],
                     custom_fields=_decode_fields(r[5]) if r[5] is not None else {},
                     contact_status=r[6],
+                    first_attempt_at=r[7],
                 )
                 for r in rows
             ]
@@ -1378,10 +1379,12 @@ class PostgresStore(Store):
             conn.execute(
                 "UPDATE recipients r SET state = u.state, reply = u.reply, "
                 "next_attempt_at = u.next_attempt_at, attempts = r.attempts + u.attempted, "
-                "lease_until = NULL, updated_at = %s "
+                "lease_until = NULL, updated_at = %s, "
+                "first_attempt_at = coalesce(r.first_attempt_at, u.attempted_at) "
                 "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], "
-                "%s::float8[], %s::int[]) "
-                "AS u(campaign_id, contact_seq, state, reply, next_attempt_at, attempted) "
+                "%s::float8[], %s::int[], %s::float8[]) "
+                "AS u(campaign_id, contact_seq, state, reply, next_attempt_at, attempted, "
+                "attempted_at) "
                 "WHERE r.campaign_id = u.campaign_id AND r.contact_seq = u.contact_seq "
                 "AND r.state = 'sending'",
                 (
@@ -1392,6 +1395,7 @@ class PostgresStore(Store):
                     [r.reply for r in results],
                     [r.next_attempt_at for r in results],
                     [1 if r.attempted else 0 for r in results],
+                    [r.attempted_at if r.attempted else None for r in results],
                 ),
             )
             _emit_email_events(conn, results, now)
@@ -1416,7 +1420,7 @@ class PostgresStore(Store):
             return conn.execute(
                 "UPDATE recipients SET state = 'queued', lease_until = NULL "
                 "WHERE campaign_id IN (SELECT campaign_id FROM sends "
-                "                      WHERE status IN ('sending', 'cancelling')) "
+                "                      WHERE status IN ('sending', 'paused', 'cancelling')) "
                 f"AND {_OPEN} AND state = 'sending' AND lease_until < %s",
                 (now,),
             ).rowcount
@@ -1428,7 +1432,7 @@ class PostgresStore(Store):
             return conn.execute(
                 "UPDATE recipients SET lease_until = %s "
                 "WHERE campaign_id IN (SELECT campaign_id FROM sends "
-                "                      WHERE status IN ('sending', 'cancelling')) "
+                "                      WHERE status IN ('sending', 'paused', 'cancelling')) "
                 f"AND {_OPEN} AND state = 'sending' AND lease_owner = %s",
                 (lease_until, owner),
             ).rowcount
@@ -1548,7 +1552,7 @@ class PostgresStore(Store):
                 _campaign_state_error(conn, account_id, campaign_id, "sending")
                 raise AssertionError("unreachable")
             send = _send(r)
-            if send.status != "sending":
+            if send.status not in ("sending", "paused"):
                 raise InvalidState(
                     f"campaign {campaign_id} is {send.status}, not sending", status=send.status
                 )
@@ -1557,10 +1561,51 @@ class PostgresStore(Store):
                 "WHERE campaign_id = %s AND state IN ('queued', 'deferred')",
                 (now, campaign_id),
             )
+            if send.status == "paused":
+                conn.execute(
+                    "UPDATE campaigns SET status = 'sending', updated_at = %s WHERE id = %s",
+                    (now, campaign_id),
+                )
             conn.execute(
                 "UPDATE sends SET status = 'cancelling' WHERE campaign_id = %s", (campaign_id,)
             )
             return msgspec.structs.replace(send, status="cancelling")
+
+        return await self._tx(tx)
+
+    async def pause_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        return await self._switch_send(account_id, campaign_id, "sending", "paused", now)
+
+    async def resume_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        return await self._switch_send(account_id, campaign_id, "paused", "sending", now)
+
+    async def _switch_send(
+        self, account_id: str, campaign_id: str, before: str, after: str, now: str
+    ) -> SendRow:
+        def tx(conn: Conn) -> SendRow:
+            # The send's row lock: a pause and a finish (or a cancel) on another node
+            # happen one after the other, each seeing the other's outcome.
+            r = conn.execute(
+                f"SELECT {_SEND_COLUMNS} FROM sends "
+                "WHERE account_id = %s AND campaign_id = %s FOR UPDATE",
+                (account_id, campaign_id),
+            ).fetchone()
+            if r is None:
+                _campaign_state_error(conn, account_id, campaign_id, before)
+                raise AssertionError("unreachable")
+            send = _send(r)
+            if send.status != before:
+                raise InvalidState(
+                    f"campaign {campaign_id} is {send.status}, not {before}", status=send.status
+                )
+            conn.execute(
+                "UPDATE sends SET status = %s WHERE campaign_id = %s", (after, campaign_id)
+            )
+            conn.execute(
+                "UPDATE campaigns SET status = %s, updated_at = %s WHERE id = %s",
+                (after, now, campaign_id),
+            )
+            return msgspec.structs.replace(send, status=after)
 
         return await self._tx(tx)
 

@@ -210,7 +210,37 @@ ALTER TABLE webhook_endpoints ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1
 """
 )
 
-# 7: leases name their holder, so a live node can renew its own (several nodes share a
+# Pause/resume (a 'paused' send takes no new work) and the time of a recipient's first
+# attempt (deferred recipients fail once older than the retry age limit). SQLite cannot
+# change a CHECK constraint in place: the sends table is rebuilt.
+SQLITE_MIGRATIONS.append(
+    """
+CREATE TABLE sends_v7 (
+    campaign_id TEXT PRIMARY KEY REFERENCES campaigns (id),
+    account_id TEXT NOT NULL REFERENCES accounts (id),
+    hold_id TEXT NOT NULL REFERENCES holds (id),
+    audience_count INTEGER NOT NULL,
+    price_micros INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('sending', 'paused', 'cancelling', 'sent',
+                                           'cancelled')),
+    last_error TEXT,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    charged_micros INTEGER,
+    links TEXT NOT NULL DEFAULT '[]'
+);
+INSERT INTO sends_v7 (campaign_id, account_id, hold_id, audience_count, price_micros, status,
+                      last_error, started_at, completed_at, charged_micros, links)
+    SELECT campaign_id, account_id, hold_id, audience_count, price_micros, status, last_error,
+           started_at, completed_at, charged_micros, links FROM sends;
+DROP TABLE sends;
+ALTER TABLE sends_v7 RENAME TO sends;
+CREATE INDEX sends_status ON sends (status);
+ALTER TABLE recipients ADD COLUMN first_attempt_at REAL
+"""
+)
+
+# 8: leases name their holder, so a live node can renew its own (several nodes share a
 # PostgreSQL database; a lease that is not renewed expires and its recipients are
 # claimed again by the others).
 SQLITE_MIGRATIONS.append(
@@ -419,7 +449,14 @@ CREATE INDEX feedback_campaign ON feedback (campaign_id, kind, contact_seq)
     """
 ALTER TABLE webhook_endpoints ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 1
 """,
-    # 7 (see SQLite's). The partial index holds only the recipients still to be sent, so
+    # 7 (see SQLite's): PostgreSQL changes the CHECK constraint in place.
+    """
+ALTER TABLE sends DROP CONSTRAINT sends_status_check;
+ALTER TABLE sends ADD CONSTRAINT sends_status_check
+    CHECK (status IN ('sending', 'paused', 'cancelling', 'sent', 'cancelled'));
+ALTER TABLE recipients ADD COLUMN first_attempt_at DOUBLE PRECISION
+""",
+    # 8 (see SQLite's). The partial index holds only the recipients still to be sent, so
     # a claim walks them in order without stepping over the delivered ones, however far
     # the send has got.
     """

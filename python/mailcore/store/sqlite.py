@@ -1213,7 +1213,7 @@ class SqliteStore(Store):
                 self._send(r)
                 for r in conn.execute(
                     f"SELECT {self._SEND_COLUMNS} FROM sends "
-                    "WHERE status IN ('sending', 'cancelling') ORDER BY started_at"
+                    "WHERE status IN ('sending', 'paused', 'cancelling') ORDER BY started_at"
                 )
             ]
 
@@ -1245,7 +1245,7 @@ class SqliteStore(Store):
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
                     "SELECT r.contact_seq, r.attempts, c.email, c.first_name, c.last_name, "
-                    "c.custom_fields, c.status FROM recipients r "
+                    "c.custom_fields, c.status, r.first_attempt_at FROM recipients r "
                     "LEFT JOIN contacts c ON c.seq = r.contact_seq "
                     f"WHERE r.campaign_id = ? AND r.contact_seq IN ({marks})",
                     (campaign_id, *chunk),
@@ -1259,6 +1259,7 @@ class SqliteStore(Store):
                             last_name=r[4],
                             custom_fields=_decode_fields(r[5]) if r[5] is not None else {},
                             contact_status=r[6],
+                            first_attempt_at=r[7],
                         )
                     )
             return work
@@ -1269,7 +1270,8 @@ class SqliteStore(Store):
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE recipients SET state = ?, reply = ?, next_attempt_at = ?, "
-                "attempts = attempts + ?, lease_until = NULL, updated_at = ? "
+                "attempts = attempts + ?, lease_until = NULL, updated_at = ?, "
+                "first_attempt_at = coalesce(first_attempt_at, ?) "
                 "WHERE campaign_id = ? AND contact_seq = ? AND state = 'sending'",
                 (
                     (
@@ -1278,6 +1280,7 @@ class SqliteStore(Store):
                         r.next_attempt_at,
                         1 if r.attempted else 0,
                         now,
+                        r.attempted_at if r.attempted else None,
                         r.campaign_id,
                         r.contact_seq,
                     )
@@ -1307,7 +1310,7 @@ class SqliteStore(Store):
             cur = conn.execute(
                 "UPDATE recipients SET lease_until = ? "
                 "WHERE campaign_id IN (SELECT campaign_id FROM sends "
-                "                      WHERE status IN ('sending', 'cancelling')) "
+                "                      WHERE status IN ('sending', 'paused', 'cancelling')) "
                 "AND state = 'sending' AND lease_owner = ?",
                 (lease_until, owner),
             )
@@ -1431,7 +1434,7 @@ class SqliteStore(Store):
             if r is None:
                 self._campaign_state_error(conn, account_id, campaign_id, "sending")
             send = self._send(r)
-            if send.status != "sending":
+            if send.status not in ("sending", "paused"):
                 raise InvalidState(
                     f"campaign {campaign_id} is {send.status}, not sending", status=send.status
                 )
@@ -1440,10 +1443,45 @@ class SqliteStore(Store):
                 "WHERE campaign_id = ? AND state IN ('queued', 'deferred')",
                 (now, campaign_id),
             )
+            if send.status == "paused":
+                conn.execute(
+                    "UPDATE campaigns SET status = 'sending', updated_at = ? WHERE id = ?",
+                    (now, campaign_id),
+                )
             conn.execute(
                 "UPDATE sends SET status = 'cancelling' WHERE campaign_id = ?", (campaign_id,)
             )
             return msgspec.structs.replace(send, status="cancelling")
+
+        return await self._write(tx)
+
+    async def pause_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        return await self._switch_send(account_id, campaign_id, "sending", "paused", now)
+
+    async def resume_send(self, account_id: str, campaign_id: str, now: str) -> SendRow:
+        return await self._switch_send(account_id, campaign_id, "paused", "sending", now)
+
+    async def _switch_send(
+        self, account_id: str, campaign_id: str, before: str, after: str, now: str
+    ) -> SendRow:
+        def tx(conn: sqlite3.Connection) -> SendRow:
+            r = conn.execute(
+                f"SELECT {self._SEND_COLUMNS} FROM sends WHERE account_id = ? AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+            if r is None:
+                self._campaign_state_error(conn, account_id, campaign_id, before)
+            send = self._send(r)
+            if send.status != before:
+                raise InvalidState(
+                    f"campaign {campaign_id} is {send.status}, not {before}", status=send.status
+                )
+            conn.execute("UPDATE sends SET status = ? WHERE campaign_id = ?", (after, campaign_id))
+            conn.execute(
+                "UPDATE campaigns SET status = ?, updated_at = ? WHERE id = ?",
+                (after, now, campaign_id),
+            )
+            return msgspec.structs.replace(send, status=after)
 
         return await self._write(tx)
 
