@@ -59,7 +59,7 @@ class Mailcore:
             status="ok" if reachable else "unavailable",
             node=self.node.id,
             roles=sorted(self.node.roles),  # type: ignore[arg-type]  # ROLES are the literals
-            store="sqlite" if self.store.exclusive else "postgresql",
+            store="postgresql" if self.store.kind == "postgresql" else "sqlite",
             store_reachable=reachable,
             schema_version=self.store.schema_version,
             uptime_seconds=round(time.time() - self.node.started_at, 3),

@@ -219,6 +219,7 @@ class Store(abc.ABC):
     # a starting sender may hand every lease back at once. False on a shared database
     # (PostgreSQL), where other live nodes' leases must be left alone.
     exclusive: bool = True
+    kind: str = "sqlite"  # or "postgresql" (health reports it)
     # Set by open(): the schema version found, and the version after migrating.
     migrated_from: int = 0
     schema_version: int = 0
