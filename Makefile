@@ -41,10 +41,11 @@ fmt: setup ## format Python and Rust
 	$(VENV)/bin/ruff check --fix python tests benchmarks
 	cargo fmt --all
 
-bench: setup ## the benchmark suite; figures go to benchmarks/RESULTS.md
+bench: setup ## the benchmark suite (send needs Postfix's smtp-sink/smtp-source); figures go to benchmarks/RESULTS.md
 	$(PY) -m benchmarks.api --write-results
 	$(PY) -m benchmarks.engine --write-results
 	$(PY) -m benchmarks.webhooks --write-results
+	$(PY) -m benchmarks.send --profile --write-results
 
 openapi: setup ## regenerate api/openapi.json from the code
 	$(VENV)/bin/mailcore openapi --output api/openapi.json

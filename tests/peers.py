@@ -66,12 +66,13 @@ def aiosmtpd_server(
     reject: Sequence[tuple[str, str]] = (),
     port: int | None = None,
     keep_content: bool = True,
+    hostname: str = "127.0.0.1",
     **kwargs: Any,
 ) -> Iterator[tuple[int, RecordingHandler]]:
     handler = RecordingHandler(reject=reject, keep_content=keep_content)
     port = port or free_port()
     controller = Controller(
-        handler, hostname="127.0.0.1", port=port, data_size_limit=10_000_000, **kwargs
+        handler, hostname=hostname, port=port, data_size_limit=10_000_000, **kwargs
     )
     controller.start()
     try:

@@ -26,9 +26,11 @@ app = typer.Typer(help="mailcore: email campaigns with a Rust core.", no_args_is
 accounts_app = typer.Typer(help="Accounts and API keys.", no_args_is_help=True)
 wallet_app = typer.Typer(help="Wallet funds.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Contacts.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure and tune.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -233,6 +235,85 @@ def contacts_import(
 
     result = _run(_settings(config), go)
     sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+
+
+@bench_app.command("smtp")
+def bench_smtp(
+    url: Annotated[
+        str, typer.Option(help="the relay: smtp://[user:pass@]host[:port][?tls=...]")
+    ] = "smtp://127.0.0.1:2525",
+    connections: Annotated[
+        str, typer.Option(help="connection counts to try, comma-separated")
+    ] = "1,8,32,64",
+    size: Annotated[str, typer.Option(help="message size (bytes; k = 1024, m = 1024²)")] = "10k",
+    messages: Annotated[
+        int | None, typer.Option(help="messages per setting (default 1,000)")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="seconds per setting, instead of --messages")
+    ] = None,
+    mail_from: Annotated[
+        str,
+        typer.Option(
+            "--from", help="envelope sender and From: (a real relay may refuse the default)"
+        ),
+    ] = "bench@mailcore.invalid",
+    rcpt_to: Annotated[
+        str | None,
+        typer.Option("--to", help="recipient of every message; required unless on loopback"),
+    ] = None,
+    tls: Annotated[
+        str | None,
+        typer.Option(help="none|opportunistic|required|implicit (default: the URL's)"),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA bundle to verify the relay with (PEM)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Send test messages through a relay at several connection counts: messages/s,
+    latency and errors per setting, and the smtp_connections to use."""
+    from rich.console import Console as RichConsole
+
+    from . import benchsmtp
+
+    try:
+        options = benchsmtp.BenchOptions(
+            url=url,
+            connections=benchsmtp.parse_connections(connections),
+            size=benchsmtp.parse_size(size),
+            messages=messages,
+            duration=duration,
+            mail_from=mail_from,
+            rcpt_to=rcpt_to,
+            tls=benchsmtp.parse_tls(tls),
+            ca_file=str(ca_file) if ca_file is not None else None,
+        )
+        config = benchsmtp.relay_config(options.url, options.tls)
+        benchsmtp.recipient_for(options, config)  # refuses before anything is sent
+    except benchsmtp.BenchUsageError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+    def progress(r: benchsmtp.SettingResult) -> None:
+        console.print(
+            f"  {r.connections:>4} connections: {r.delivered:,}/{r.attempted:,} accepted, "
+            f"{r.messages_per_second:,.0f} msg/s"
+        )
+
+    per = (
+        f"{duration:g} s"
+        if duration is not None
+        else f"{messages or benchsmtp.DEFAULT_MESSAGES:,} messages"
+    )
+    console.print(f"bench smtp: {benchsmtp.redacted(url)}, {per} per setting")
+    report = trio.run(partial(benchsmtp.run_bench, options, progress=progress))
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        RichConsole().print(benchsmtp.render_table(report))
+    if report.recommended is None:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Precedence, lowest first: the defaults below, the TOML file (``MAILCORE_CONFIG``
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,35 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import ValidationError
+
+
+def parse_nameserver(entry: str, default_port: int = 53) -> tuple[str, int]:
+    """``"IP"``, ``"IP:port"`` or ``"[IPv6]:port"`` as ``(address, port)``.
+
+    Raises :class:`ValidationError` for anything else (host names included).
+    """
+    text = entry.strip()
+    host, port_text = text, None
+    if text.startswith("["):  # [IPv6] or [IPv6]:port
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            host = ""
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:  # IPv4:port; a bare IPv6 address has several colons
+        host, port_text = text.split(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        address = ""
+    port = default_port
+    if port_text is not None:
+        port = int(port_text) if port_text.isdigit() else 0
+    if not address or not (0 < port < 65536):
+        raise ValidationError(
+            f"bad DNS server {entry!r}: expected IP, IP:port or [IPv6]:port",
+            field="dns_nameservers",
+        )
+    return address, port
 
 
 class DkimKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -99,6 +129,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The name we give in EHLO; empty: this machine's fully qualified name.
     helo_name: str = ""
     direct_tls: Literal["opportunistic", "required"] = "opportunistic"
+    # MX hosts resolving to loopback or private addresses are skipped unless allowed
+    # (local testing), so a hostile DNS answer cannot aim our sender inside our network.
+    direct_allow_private: bool = False
     # Per receiving-domain limits, from the TOML file: [domains."gmail.com"] rate = 50.
     domains: dict[str, DomainLimits] = msgspec.field(default_factory=dict)
     # After a destination throttles (421, 4.7.x), its connections and rate are halved;
@@ -128,6 +161,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhook_lease_seconds: float = 120.0
     # Idempotency-Key answers are replayed for this long.
     idempotency_ttl_seconds: int = 86_400
+    # Direct delivery (MX lookup instead of a relay). The DNS servers to ask, as "IP" or
+    # "IP:port" ("[IPv6]:port"); empty: the system resolver (/etc/resolv.conf). Env:
+    # MAILCORE_DNS_NAMESERVERS="127.0.0.1:5353,9.9.9.9". IP addresses only: a resolver
+    # named by host name would need DNS to be found.
+    dns_nameservers: tuple[str, ...] = ()
+    # The whole lookup of one name (all its retries) must finish within this; a timeout
+    # defers the domain's recipients (4.4.3) rather than bouncing them.
+    dns_timeout_seconds: float = 5.0
+    # The port direct delivery connects to on each MX host. 25 in production; tests point
+    # it at a free port so local SMTP servers on 127.0.0.x stand in for the MX hosts.
+    mx_port: int = 25
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
@@ -156,6 +200,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.import_batch_size <= 0:
             raise ValidationError("import_batch_size must be positive", field="import_batch_size")
+        if not (0 < self.mx_port < 65536):
+            raise ValidationError("mx_port must be between 1 and 65535", field="mx_port")
+        if not self.dns_timeout_seconds > 0:
+            raise ValidationError(
+                "dns_timeout_seconds must be positive", field="dns_timeout_seconds"
+            )
+        for entry in self.dns_nameservers:
+            parse_nameserver(entry)  # raises ValidationError naming the bad entry
 
     @classmethod
     def load(
@@ -179,8 +231,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             key = f"MAILCORE_{name.upper()}"
             if key in env:
                 values[name] = env[key]
-                if name in ("retry_schedule", "webhook_retry_schedule"):
-                    values[name] = [part for part in env[key].split(",") if part.strip()]
+                if name in ("retry_schedule", "webhook_retry_schedule", "dns_nameservers"):
+                    values[name] = [part.strip() for part in env[key].split(",") if part.strip()]
         values.update(overrides)
         try:
             return msgspec.convert(values, cls, strict=False)
@@ -188,4 +240,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(f"invalid setting: {exc}") from exc
 
 
-__all__ = ["DkimKey", "DomainLimits", "RelayRoute", "Settings"]
+__all__ = ["DkimKey", "DomainLimits", "RelayRoute", "Settings", "parse_nameserver"]

@@ -6,11 +6,13 @@ Hosts are tried in MX preference order and each host's addresses in turn (RFC 53
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 
 from ..config import Settings
 from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpError, SmtpReplyError
+from ..webhooks.ssrf import is_public
 from .mx import MxError, MxResolver
 
 
@@ -36,27 +38,32 @@ class DirectDelivery:
         """A connection to ``domain``'s best reachable MX host, or the reply that says why
         there is none (transient: try later; permanent: the domain takes no mail)."""
         try:
-            hosts = await self.resolver.resolve(domain)
+            result = await self.resolver.resolve_mx(domain)
         except MxError as exc:
             return exc.reply
         required = self.settings.direct_tls == "required"
         ctx = tls_context if tls_context is not None or required else self._opportunistic
         last: Reply | None = None
-        for host in hosts:
-            for address in host.addresses:
-                config = RelayConfig(
-                    host=host.name,
-                    address=address,
-                    port=self.settings.mx_port,
-                    tls="required" if required else "opportunistic",
-                    local_hostname=self.helo,
-                )
-                try:
-                    return await SmtpConnection.open(config, tls_context=ctx)
-                except SmtpReplyError as exc:
-                    last = exc.reply
-                except SmtpError as exc:
-                    last = Reply.of(451, f"4.4.1 {host.name} [{address}]: {exc}")
+        for name, address in result.targets():
+            if not self.settings.direct_allow_private and not is_public(
+                ipaddress.ip_address(address)
+            ):
+                # An MX record pointing into our own network is not a way in.
+                last = Reply.of(451, f"4.4.4 {name} resolves to a private address {address}")
+                continue
+            config = RelayConfig(
+                host=name,
+                address=address,
+                port=self.settings.mx_port,
+                tls="required" if required else "opportunistic",
+                local_hostname=self.helo,
+            )
+            try:
+                return await SmtpConnection.open(config, tls_context=ctx)
+            except SmtpReplyError as exc:
+                last = exc.reply
+            except SmtpError as exc:
+                last = Reply.of(451, f"4.4.1 {name} [{address}]: {exc}")
         if last is None:
             return Reply.of(451, f"4.4.4 no address to deliver to for {domain}")
         if last.is_permanent:

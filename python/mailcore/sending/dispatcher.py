@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import ssl
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from ..node import SenderActivity
 from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpConnectionLost, SmtpError
 from ..store import RecipientResult, SendRow
 from ..tokens import TokenSigner
+from .direct import DirectDelivery
 from .render import BatchRenderer
 from .retry import next_attempt
 from .routing import Destination, Outbound, Router
@@ -39,7 +39,6 @@ from .throttle import is_throttling
 
 if TYPE_CHECKING:
     from ..facade import Mailcore
-    from .direct import DirectDelivery
 
 log = logging.getLogger("mailcore.sending")
 _decode_definition = msgspec.json.Decoder(CampaignCreate).decode
@@ -92,8 +91,6 @@ class Dispatcher:
         self._tg: TaskGroup | None = None
         self._direct: DirectDelivery | None = None
         if self.router.direct:
-            from .direct import DirectDelivery  # dnspython only when delivering directly
-
             self._direct = DirectDelivery(mc.settings)
 
     def _now(self) -> float:
@@ -312,6 +309,10 @@ class Dispatcher:
             await self.mc.store.set_send_error(msg.campaign_id, reason)
         await self._emit(msg, "queued", reason, attempted=False)
 
+    async def _send_result(self, result: RecipientResult) -> None:
+        assert self._results is not None
+        await self._results.send(result)
+
     async def _emit(
         self,
         msg: Outbound,
@@ -400,8 +401,7 @@ class Dispatcher:
                         return
                 result = await self._deliver(dest, conn, msg)
                 sent_on_conn += 1
-                assert self._results is not None
-                await self._results.send(result)
+                await self._send_result(result)
         except anyio.get_cancelled_exc_class():
             stopping = True
             raise
@@ -423,27 +423,24 @@ class Dispatcher:
         if self._direct is not None:
             assert dest.domain is not None
             if dest.is_down(now):
-                await self._emit(
-                    msg,
-                    "deferred",
-                    dest.last_error or "destination unavailable",
-                    next_attempt_at=self._retry_at(msg, now),
-                )
+                # Tried moments ago and unreachable: same outcome, counted as an attempt.
+                reason = dest.last_error or "451 4.4.1 destination unavailable"
+                await self._send_result(self._outcome(msg, "deferred", reason))
                 return None
             opened = await self._direct.open(dest.domain, self.tls_context)
             if isinstance(opened, SmtpConnection):
                 dest.connect_ok()
                 dest.opened()
                 return opened
-            dest.last_error = opened.text
-            if opened.is_permanent:
-                await self._emit(msg, "bounced", opened.text)
+            reason = f"{opened.code} {opened.text}"
+            if opened.is_permanent:  # the domain takes no mail (null MX, NXDOMAIN)
+                await self._send_result(self._outcome(msg, "bounced", reason))
                 return None
             if opened.code == 421:
                 self._throttled(dest, opened)
+            dest.last_error = reason
             dest.connect_failed(now)
-            state = "deferred"
-            await self._emit(msg, state, opened.text, next_attempt_at=self._retry_at(msg, now))
+            await self._send_result(self._outcome(msg, "deferred", reason))
             return None
         assert dest.relay is not None
         if not dest.is_down(now):
@@ -531,26 +528,35 @@ class Dispatcher:
 
     async def _recorder(self, inbox: MemoryObjectReceiveStream[RecipientResult]) -> None:
         group: list[RecipientResult] = []
-        deadline = math.inf
+        size = self.settings.result_group_size
         async with inbox:
             try:
                 while True:
-                    item: RecipientResult | None = None
                     closed = False
-                    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    if not group:
                         try:
-                            item = await inbox.receive()
+                            group.append(await inbox.receive())
+                        except anyio.EndOfStream:
+                            return
+                        deadline = anyio.current_time() + self.settings.result_flush_seconds
+                    # Take what is already there without a timer per result.
+                    while len(group) < size:
+                        try:
+                            group.append(inbox.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
                         except anyio.EndOfStream:
                             closed = True
-                    if item is not None:
-                        if not group:
-                            deadline = anyio.current_time() + self.settings.result_flush_seconds
-                        group.append(item)
-                    full = len(group) >= self.settings.result_group_size
-                    if group and (closed or full or anyio.current_time() >= deadline):
-                        await self._commit(group)
-                        group = []
-                        deadline = math.inf
+                            break
+                    if not closed and len(group) < size:
+                        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                            try:
+                                group.append(await inbox.receive())
+                                continue
+                            except anyio.EndOfStream:
+                                closed = True
+                    await self._commit(group)
+                    group = []
                     if closed:
                         return
             finally:
