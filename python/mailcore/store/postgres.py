@@ -477,8 +477,8 @@ def _copy_rows(rows: Iterable[Sequence[Any]]) -> bytes:
 
 
 def _conninfo(url: str) -> str:
-    """``postgresql://`` (or ``postgres://``) URL → libpq connection string; a clear error
-    for anything else."""
+    """Check a ``postgresql://`` (or ``postgres://``) URL, which libpq takes as it is; a
+    clear error for anything else."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValidationError(f"not a PostgreSQL URL: {url!r}", field="database_url")
