@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import MailcoreError, ValidationError
 from .facade import Mailcore
 from .pricing import parse_usd, usd
+from .smtp.faults import SPEC_HELP as FAULTS_SPEC_HELP
 
 T = TypeVar("T")
 
@@ -137,11 +138,50 @@ def sink(
         list[str] | None,
         typer.Option(help="PATTERN=CODE[ TEXT]: answer matching recipients (e.g. *@b.test=550)"),
     ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(help=f"inject seeded faults; SPEC is {FAULTS_SPEC_HELP}", metavar="SPEC"),
+    ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            help="write every connection and transaction (time, connection id, client, "
+            "recipients with attempt and reply, final reply) as JSON lines, then a summary "
+            "(max concurrent connections, messages per recipient)"
+        ),
+    ] = None,
+    chunking: Annotated[bool, typer.Option(help="offer CHUNKING (BDAT)")] = True,
+    pipelining: Annotated[bool, typer.Option(help="offer PIPELINING")] = True,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (and key, or see --tls-key): offer STARTTLS"),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    strip_starttls: Annotated[
+        bool,
+        typer.Option(help="never offer STARTTLS, as a downgrade attacker stripping it would"),
+    ] = False,
 ) -> None:
-    """A development SMTP server that accepts mail, counts it and can refuse recipients."""
+    """A development SMTP server that accepts mail, counts it and can refuse recipients;
+    with --faults, a fault-injecting one for testing senders."""
     from .smtp.sink import sink_command
 
-    sink_command(port, host, maildir, reject or [])
+    try:
+        sink_command(
+            port,
+            host,
+            maildir,
+            reject or [],
+            faults=faults,
+            log=log,
+            chunking=chunking,
+            pipelining=pipelining,
+            strip_starttls=strip_starttls,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

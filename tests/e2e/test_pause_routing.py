@@ -177,3 +177,47 @@ async def test_no_matching_relay_keeps_the_campaign_waiting_with_the_reason(
             stats = await scope.campaigns.stats(c.id)
             assert stats.status == "sending" and stats.delivered == 0
             assert smtp.messages == []
+
+
+async def test_a_receiving_domains_rate_limit_holds_on_the_wire(database_url: str) -> None:
+    from mailcore.config import DomainLimits
+
+    rate, n = 100.0, 400
+    with aiosmtpd_server() as (port, smtp):
+        settings = Settings.load(
+            env={},
+            database_url=database_url,
+            smtp_url=f"smtp://127.0.0.1:{port}",
+            secret_key="k",
+            domains={"slow.test": DomainLimits(rate=rate)},
+            throttle_max_wait_seconds=0.5,  # beyond that, deferred to the database
+            retry_schedule=(1,),
+        )
+        arrivals: list[float] = []
+        async with sender(settings) as mc:
+            acct = await mc.accounts.create("rl", credit_micros=10_000_000)
+            scope = mc.account(acct.account_id)
+            await scope.contacts.import_rows(
+                {"email": f"u{i}@{'slow' if i % 2 else 'fast'}.test", "tags": ["t"]}
+                for i in range(n)
+            )
+            c = await scope.campaigns.create(campaign("s@acme.test"))
+            await scope.campaigns.send(c.id)
+            seen = 0
+            while (await scope.campaigns.stats(c.id)).status != "sent":
+                await trio.sleep(0.01)
+                fresh = smtp.messages[seen:]
+                seen += len(fresh)
+                arrivals += [trio.current_time()] * sum(
+                    1 for m in fresh if m.rcpt_tos[0].endswith("@slow.test")
+                )
+            stats = await scope.campaigns.stats(c.id)
+
+    assert stats.delivered == n and len(arrivals) == n // 2
+    assert max(smtp.count_by_recipient().values()) == 1
+    # In any second, at most the rate plus its burst (rate/10) reached the server; the
+    # other domain was not held back behind it.
+    for i, start in enumerate(arrivals):
+        in_window = sum(1 for t in arrivals[i:] if t - start < 1.0)
+        assert in_window <= rate * 1.1 + 2, in_window
+    assert arrivals[-1] - arrivals[0] >= (n // 2) / rate * 0.8

@@ -150,12 +150,13 @@ async def _scripted_session(
     greeting: Reply | object,
     record: Scripted,
     tls_context: ssl.SSLContext | None,
+    options: dict[str, bool],
 ) -> None:
     from anyio.streams.tls import TLSStream
 
     from mailcore.smtp import StartTlsRequested
 
-    proto = ServerProtocol("scripted.test", starttls=tls_context is not None)
+    proto = ServerProtocol("scripted.test", starttls=tls_context is not None, **options)
     try:
         if greeting is HANG:
             await anyio.sleep_forever()
@@ -216,12 +217,17 @@ async def scripted_server(
     *,
     greeting: Reply | object = GREETING,
     tls_context: ssl.SSLContext | None = None,
+    chunking: bool = True,
+    pipelining: bool = True,
 ) -> AsyncIterator[Scripted]:
+    """A server on loopback answering as ``script`` says (CHUNKING and PIPELINING
+    advertised unless told otherwise)."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     record = Scripted(port=int(listener.extra(anyio.abc.SocketAttribute.local_port)))
 
     async def handle(stream: ByteStream) -> None:
-        await _scripted_session(stream, script, greeting, record, tls_context)
+        options = {"chunking": chunking, "pipelining": pipelining}
+        await _scripted_session(stream, script, greeting, record, tls_context, options)
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle, tg)

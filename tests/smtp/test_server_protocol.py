@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mailcore.smtp import (
     NEED_DATA,
+    Bdat,
     ClientProtocol,
     Command,
     CommandRejected,
@@ -38,6 +39,7 @@ from mailcore.smtp import (
     ServerState,
     StartTlsRequested,
     encode_message,
+    normalize_newlines,
 )
 
 
@@ -209,6 +211,10 @@ def test_sequence_and_syntax_errors() -> None:
 
     assert code(b"MAIL FROM:<a@x.test>\r\n") == 503  # before EHLO
     assert code(b"FOO\r\n") == 500
+    for line, control in ((b"NOOP\x01\r\n", True), (b"NO\x00OP\r\n", True), (b"X\tY\r\n", False)):
+        event = one(line)
+        assert isinstance(event, CommandRejected) and event.reply.code == 500
+        assert ("Control character" in event.reply.text) is control  # a tab is not one
     assert code(b"EHLO\r\n") == 501
     assert code(b"STARTTLS\r\n") == 503  # not offered
     assert one(b"EHLO c.test\r\n") == Hello("c.test", extended=True)
@@ -260,6 +266,7 @@ def test_ehlo_advertises_extensions_and_starttls_drops_pipelined_commands() -> N
         "8BITMIME",
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
+        "CHUNKING",
         "STARTTLS",
     )
     got = events(server, b"STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n")
@@ -283,34 +290,44 @@ COMMANDS: list[Command] = [
     Rcpt("c@y.test"),
     Data(),
     Message(b"hello\n.\nworld"),
+    Bdat(b"hello\n.", last=False),
+    Bdat(b"\nworld"),
     Rset(),
     Noop(),
     Quit(),
 ]
 
 
-@settings(max_examples=200, deadline=None)
-@given(steps=st.lists(st.tuples(st.sampled_from(COMMANDS), st.booleans()), max_size=30))
-def test_what_the_client_allows_a_correct_server_accepts(
-    steps: list[tuple[Command, bool]],
-) -> None:
-    """Random command sequences: whatever the client's state table lets through (pipelined
-    or not) is in sequence for the server; nothing is refused for sequence or syntax."""
+def allowed(client: ClientProtocol, command: Command) -> bool:
+    """Whether the client's state table lets ``command`` through now (no state change)."""
+    try:
+        client._check_turn(command)
+    except LocalProtocolError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_what_the_client_allows_a_correct_server_accepts(data: st.DataObject) -> None:
+    """Random sessions, DATA and BDAT, each step drawn from what the client's state table
+    lets through, pipelined or not: all of it is in sequence for the server, nothing is
+    refused for sequence or syntax, and each message arrives as sent."""
     client, server = ClientProtocol(), ServerProtocol("mx.test")
     client.receive_data(server.send(Reply.of(220, "mx.test ESMTP")))
     client.next_event()
     replies: list[Reply] = []
-    delivered = 0
+    sent: list[bytes] = []  # the content of each message sent, in order
+    received: list[MessageReceived] = []
+    chunks: list[bytes] = []  # of the BDAT message being sent
 
     def flush() -> None:
-        nonlocal delivered
         while (event := server.next_event()) is not NEED_DATA:
             if isinstance(event, ConnectionClosed):
                 break
-            assert not isinstance(event, CommandRejected), (event, steps)
+            assert not isinstance(event, CommandRejected), event
             if isinstance(event, MessageReceived):
-                delivered += 1
-                assert event.content == b"hello\r\n.\r\nworld\r\n"
+                received.append(event)
             client.receive_data(server.send(server.default_reply(event)))
         while (answer := client.next_event()) is not NEED_DATA:
             if isinstance(answer, ConnectionClosed):
@@ -318,16 +335,33 @@ def test_what_the_client_allows_a_correct_server_accepts(
             assert isinstance(answer, Response)
             replies.append(answer.reply)
 
-    for command, now in steps:
-        try:
-            server.receive_data(client.send(command))
-        except LocalProtocolError:
+    for _ in range(data.draw(st.integers(1, 60), label="steps")):
+        # the transaction's commands weigh more, and QUIT ends the session: rarely
+        pool = COMMANDS[:-1] + COMMANDS[2:9] * 3 if data.draw(st.integers(0, 29)) else [Quit()]
+        choices = [c for c in pool if allowed(client, c)]
+        if not choices:
+            flush()  # e.g. DATA awaits its 354
             continue
-        if now or not client.pipelining:
+        command = data.draw(st.sampled_from(choices))
+        server.receive_data(client.send(command))
+        match command:
+            case Message():
+                sent.append(b"hello\r\n.\r\nworld\r\n")
+            case Bdat(chunk=chunk, last=last):
+                chunks.append(chunk)
+                if last:
+                    sent.append(normalize_newlines(b"".join(chunks)))
+                    chunks.clear()
+            case Mail() | Rset():
+                chunks.clear()
+            case _:
+                pass
+        if not client.pipelining or data.draw(st.booleans(), label="flush"):
             flush()
         if server.state is ServerState.CLOSED:
             break
     flush()
     assert client.outstanding == ()
     assert all(r.is_positive for r in replies), replies
-    assert delivered == sum(1 for r in replies if r.lines == ("2.0.0 OK: queued",))
+    assert [m.content for m in received] == sent
+    assert len(sent) == sum(1 for r in replies if r.lines == ("2.0.0 OK: queued",))

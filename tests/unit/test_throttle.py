@@ -81,6 +81,7 @@ def test_which_replies_mean_slow_down() -> None:
     assert is_throttling(Reply.of(450, "4.7.28 rate limited"))
     assert is_throttling(Reply.of(451, "4.3.2 system not accepting messages"))
     assert is_throttling(Reply.of(451, "4.4.5 congestion"))
+    assert not is_throttling(Reply.of(451, "4.7.1 greylisted, try again later"))
     assert not is_throttling(Reply.of(450, "4.2.1 mailbox busy"))
     assert not is_throttling(Reply.of(550, "5.7.1 refused"))
     assert not is_throttling(Reply.of(451, "try later"))

@@ -14,15 +14,14 @@ from ..smtp import Reply
 
 def is_throttling(reply: Reply) -> bool:
     """Replies that mean "slow down" rather than "this recipient, later": 421 (the server
-    closes the session), and 4xx replies whose enhanced code is about policy or resources
-    (4.7.x, e.g. Gmail's 4.7.28 rate limit; 4.3.x, the system is busy or full; 4.4.5,
-    congestion)."""
+    closes the session: too many connections, or not now), 4.7.28 (rate limited, as Gmail
+    says it), 4.3.2 (not accepting messages now) and 4.4.5 (congested). Other 4xx, such
+    as greylisting's 451 4.7.1, defer one recipient and leave the limits alone."""
     if reply.code == 421:
         return True
     if not reply.is_transient or reply.enhanced is None:
         return False
-    _, subject, detail = reply.enhanced
-    return subject in (3, 7) or (subject, detail) == (4, 5)
+    return reply.enhanced[1:] in ((7, 28), (3, 2), (4, 5))
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 - :mod:`.protocol` / :mod:`.server`: the client and server state machines (no I/O);
 - :mod:`.client`: :class:`SmtpConnection` over anyio, configured by :class:`RelayConfig`;
-- :mod:`.sink`: :class:`Sink`, the development SMTP server behind ``mailcore sink``.
+- :mod:`.sink`: :class:`Sink`, the development SMTP server behind ``mailcore sink``;
+- :mod:`.faults`: :class:`FaultSink`, a sink injecting seeded faults and keeping a log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .events import (
     NEED_DATA,
     AuthLogin,
     AuthPlain,
+    Bdat,
+    ChunkReceived,
     ClientEvent,
     Command,
     CommandRejected,
@@ -53,25 +56,39 @@ from .events import (
     StartTls,
     StartTlsRequested,
 )
+from .faults import (
+    ConnectionRecord,
+    FaultPlan,
+    FaultSink,
+    RcptRecord,
+    SinkLog,
+    TransactionRecord,
+    fault_sink,
+)
 from .protocol import ClientProtocol, Phase, encode_message, normalize_newlines
 from .reply import EhloReply, Reply
 from .server import ServerProtocol, ServerState
-from .sink import Rule, Sink, parse_reject_rule, sink_command
+from .sink import Rule, Sink, SinkConnection, parse_reject_rule, sink_command
 
 __all__ = [
     "NEED_DATA",
     "AuthLogin",
     "AuthPlain",
+    "Bdat",
+    "ChunkReceived",
     "ClientEvent",
     "ClientProtocol",
     "Command",
     "CommandRejected",
     "ConnectionClosed",
+    "ConnectionRecord",
     "Data",
     "DataStart",
     "DeliveryStatus",
     "Ehlo",
     "EhloReply",
+    "FaultPlan",
+    "FaultSink",
     "Greeting",
     "Hello",
     "Helo",
@@ -88,6 +105,7 @@ __all__ = [
     "Quit",
     "QuitRequested",
     "Rcpt",
+    "RcptRecord",
     "RcptTo",
     "RelayConfig",
     "RemoteProtocolError",
@@ -101,6 +119,8 @@ __all__ = [
     "ServerProtocol",
     "ServerState",
     "Sink",
+    "SinkConnection",
+    "SinkLog",
     "SmtpAuthError",
     "SmtpConnectError",
     "SmtpConnection",
@@ -113,7 +133,9 @@ __all__ = [
     "StartTlsRequested",
     "TlsMode",
     "TlsRequiredError",
+    "TransactionRecord",
     "encode_message",
+    "fault_sink",
     "normalize_newlines",
     "parse_reject_rule",
     "sink_command",

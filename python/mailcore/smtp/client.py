@@ -2,10 +2,14 @@
 
 :class:`SmtpConnection` drives a :class:`~mailcore.smtp.protocol.ClientProtocol` over an
 anyio byte stream: greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any number of
-:meth:`SmtpConnection.send` transactions, each phase under its own time limit. After a
-timeout, a connection error, a protocol error or a 421 the connection is *broken* (as in
-trio: the resource is unusable) and must be dropped; otherwise it stays reusable, RSET
-being sent after every failed transaction.
+:meth:`SmtpConnection.send` transactions, each phase under its own time limit. When the
+server offers CHUNKING and PIPELINING, a transaction is one write (MAIL, RCPT…, ``BDAT <n>
+LAST`` and the message) and one round trip; else MAIL, RCPT… and DATA are pipelined, then
+the message follows the 354 (two round trips). After a timeout, a connection error, a
+protocol error or a 421 the connection is *broken* (as in trio: the resource is unusable)
+and must be dropped; otherwise it stays reusable, a failed transaction being cleared by
+RSET (with PIPELINING, in the next transaction's write rather than a round trip of its
+own).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .events import (
     NEED_DATA,
     AuthLogin,
     AuthPlain,
+    Bdat,
     ClientEvent,
     Command,
     ConnectionClosed,
@@ -54,7 +59,7 @@ from .events import (
     Rset,
     StartTls,
 )
-from .protocol import ClientProtocol, Phase, check_address, normalize_newlines
+from .protocol import ClientProtocol, Phase, check_address
 from .reply import EhloReply, Reply
 
 TlsMode: TypeAlias = Literal["none", "opportunistic", "required", "implicit"]
@@ -67,6 +72,7 @@ _SCHEMES: dict[str, tuple[TlsMode, int]] = {
 }
 _TLS_MODES: tuple[TlsMode, ...] = ("none", "opportunistic", "required", "implicit")
 _RECEIVE_SIZE = 65536
+_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
 class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,9 +80,14 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     ``port=0`` means the default of the TLS mode: 465 for ``implicit``, else 25.
     ``tls``: ``none`` never starts TLS; ``opportunistic`` uses STARTTLS when offered;
-    ``required`` refuses (:class:`TlsRequiredError`) a server without STARTTLS;
-    ``implicit`` speaks TLS from the first byte (SMTPS). Certificates are verified with
-    the ``tls_context`` given to :meth:`SmtpConnection.open` (default: the system's).
+    ``required`` refuses (:class:`TlsRequiredError`) a server without STARTTLS, having
+    sent nothing but EHLO and QUIT; ``implicit`` speaks TLS from the first byte (SMTPS).
+    ``opportunistic`` is no defence against an active attacker who strips STARTTLS from
+    the EHLO reply: the mail then goes in plaintext (use ``required`` for that); but once
+    STARTTLS is accepted, a failed handshake or certificate check ends the session, never
+    falling back. Certificates are verified with the ``tls_context`` given to
+    :meth:`SmtpConnection.open` (default: the system's).
+    ``chunking``: send with BDAT (RFC 3030) when the server offers CHUNKING, else DATA.
     """
 
     host: str
@@ -88,6 +99,7 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
     username: str | None = None
     password: str | None = None
     local_hostname: str = "localhost"
+    chunking: bool = True
     connect_timeout: float = 10.0
     greeting_timeout: float = 30.0
     ehlo_timeout: float = 30.0
@@ -97,9 +109,9 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
     rcpt_timeout: float = 30.0
     data_timeout: float = 30.0
     message_timeout: float = 120.0
-    """Writing the message content."""
+    """Writing the message content (with BDAT pipelined: the whole transaction's write)."""
     message_end_timeout: float = 120.0
-    """Waiting for the reply after the final dot."""
+    """Waiting for the reply after the final dot or the last BDAT chunk."""
     quit_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -132,11 +144,11 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_url(cls, url: str) -> RelayConfig:
-        """``smtp://[user:pass@]host[:port][?tls=...&local_hostname=...&data_timeout=...]``.
+        """``smtp://[user:pass@]host[:port][?tls=...&local_hostname=...&chunking=no&...]``.
 
         ``smtp://`` is opportunistic STARTTLS on port 25, ``submission://`` required
         STARTTLS on 587, ``smtps://`` implicit TLS on 465. User and password are
-        percent-decoded.
+        percent-decoded. ``chunking`` takes yes/no, true/false, 1/0; ``*_timeout`` seconds.
         """
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -149,7 +161,7 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
             port = parts.port or port
         except ValueError as exc:
             raise ValueError(f"bad port in relay URL {url!r}") from exc
-        options: dict[str, str | float] = {}
+        options: dict[str, str | float | bool] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
             if key == "tls":
                 if value not in _TLS_MODES:
@@ -159,6 +171,10 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
                 tls = value
             elif key in ("local_hostname", "helo"):
                 options["local_hostname"] = value
+            elif key == "chunking":
+                if value.lower() not in _BOOLEANS:
+                    raise ValueError(f"chunking must be yes or no, not {value!r}")
+                options["chunking"] = _BOOLEANS[value.lower()]
             elif key.endswith("_timeout") and key in cls.__struct_fields__:
                 try:
                     options[key] = float(value)
@@ -189,7 +205,9 @@ class SendOutcome:
 
     ``recipients`` pairs every recipient with its RCPT reply (the MAIL reply when RCPT was
     never sent). ``data`` is the reply that ended the DATA phase: the reply after the final
-    dot, or the refusal of DATA itself; None when DATA was never reached.
+    dot, or the refusal of DATA itself; with BDAT, the reply to the last chunk (a refusal
+    such as 554 when every RCPT failed and the chunk had been pipelined); None when DATA or
+    BDAT was never reached. The semantics do not depend on which of the two was used.
     """
 
     mail: Reply
@@ -270,7 +288,11 @@ class SmtpConnection:
         self._closed = False
         self._broken = False
         self._busy = False
+        self._in_doubt = False  # the whole message is sent, its fate not yet known
+        self._rset_pending = False  # a failed transaction to clear, with the next one
+        self._scope: anyio.CancelScope | None = None  # of the running _phases()
         self._phase = "connect"
+        self._limit = 0.0  # the time limit of the phase
         self.greeting: Reply | None = None
 
     # -- state -----------------------------------------------------------------------
@@ -304,6 +326,11 @@ class SmtpConnection:
     @property
     def pipelining(self) -> bool:
         return self._proto.pipelining
+
+    @property
+    def chunking(self) -> bool:
+        """Messages go with BDAT: the server offers CHUNKING and ``config.chunking``."""
+        return self.config.chunking and self._proto.supports("CHUNKING")
 
     # -- opening ---------------------------------------------------------------------
 
@@ -428,24 +455,47 @@ class SmtpConnection:
     # -- I/O helpers -----------------------------------------------------------------
 
     @contextmanager
-    def _guard(self, phase: str, timeout: float) -> Iterator[None]:
-        """Run a phase under its time limit; any failure in it breaks the connection."""
-        self._phase = phase
+    def _phases(self) -> Iterator[None]:
+        """Run a sequence of phases under one cancel scope whose deadline :meth:`_arm`
+        moves as each phase begins (one scope per transaction instead of one per phase);
+        any failure in it breaks the connection."""
+        outer = self._scope
+        scope = self._scope = anyio.CancelScope()
         try:
-            with anyio.fail_after(timeout):
+            with scope:
                 yield
+            if scope.cancelled_caught:  # only our deadline cancels this scope
+                raise TimeoutError
         except SmtpError:
             self._broken = True
             raise
         except TimeoutError:
             self._broken = True
-            raise SmtpTimeout(phase, timeout) from None
+            raise SmtpTimeout(self._phase, self._limit, outcome_unknown=self._in_doubt) from None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self._broken = True
-            raise SmtpConnectionLost(phase, str(exc) or type(exc).__name__) from exc
+            raise SmtpConnectionLost(
+                self._phase, str(exc) or type(exc).__name__, outcome_unknown=self._in_doubt
+            ) from exc
         except BaseException:
             self._broken = True  # cancelled mid-phase: the session state is unknown
             raise
+        finally:
+            self._scope = outer
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        """Enter ``phase``: its time limit starts now (inside :meth:`_phases`)."""
+        assert self._scope is not None
+        self._phase = phase
+        self._limit = seconds
+        self._scope.deadline = anyio.current_time() + seconds
+
+    @contextmanager
+    def _guard(self, phase: str, timeout: float) -> Iterator[None]:
+        """Run one phase under its time limit; any failure in it breaks the connection."""
+        with self._phases():
+            self._arm(phase, timeout)
+            yield
 
     async def _next_event(self) -> ClientEvent:
         while True:
@@ -468,15 +518,29 @@ class SmtpConnection:
         event = await self._next_event()
         if isinstance(event, Response):
             return event.reply
-        raise SmtpConnectionLost(self._phase)
+        raise SmtpConnectionLost(self._phase, outcome_unknown=self._in_doubt)
+
+    async def _reply(self, phase: str, seconds: float) -> Reply:
+        """The next reply, inside :meth:`_phases`; ``phase``'s time limit is armed only
+        if the reply has to be waited for (pipelined replies usually come together)."""
+        self._phase = phase
+        event = self._proto.next_event()
+        if event is NEED_DATA:
+            self._arm(phase, seconds)
+            event = await self._next_event()
+        elif self._proto.phase is Phase.CLOSING and not self._closed:
+            self._broken = True  # 421
+        if isinstance(event, Response):
+            return event.reply
+        raise SmtpConnectionLost(phase, outcome_unknown=self._in_doubt)
 
     async def _command(self, command: Command, phase: str, seconds: float) -> Reply:
         with self._guard(phase, seconds):
             await self._stream.send(self._proto.send(command))
             return await self._response()
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _claim(self) -> None:
+        """Take the connection for one operation (release: ``self._busy = False``)."""
         if self._closed:
             raise anyio.ClosedResourceError
         if self._broken:
@@ -484,6 +548,10 @@ class SmtpConnection:
         if self._busy:
             raise anyio.BusyResourceError("using")
         self._busy = True
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self._claim()
         try:
             yield
         finally:
@@ -492,12 +560,16 @@ class SmtpConnection:
     # -- mail ------------------------------------------------------------------------
 
     async def send(self, sender: str, recipients: Sequence[str], content: bytes) -> SendOutcome:
-        """One mail transaction: MAIL, RCPT per recipient, DATA, the message.
+        """One mail transaction: MAIL, RCPT per recipient, then the message by BDAT (when
+        offered, see :attr:`chunking`) or DATA.
 
-        With PIPELINING, MAIL, every RCPT and DATA go out in one write. Negative replies
-        come back in the :class:`SendOutcome`; exceptions mean the connection failed:
-        :class:`SmtpConnectionLost` with ``phase == "message-end"`` means the outcome is
-        unknown (the final dot was sent).
+        With PIPELINING and CHUNKING, MAIL, every RCPT and ``BDAT <n> LAST`` with the
+        message go out in one write; with PIPELINING alone MAIL, every RCPT and DATA do,
+        the message following the 354. Bare CR and LF in ``content`` become CRLF either
+        way. Negative replies come back in the :class:`SendOutcome`; exceptions mean the
+        connection failed, and ``outcome_unknown`` on :class:`SmtpConnectionLost` or
+        :class:`SmtpTimeout` means the whole message had been sent when it did (the
+        server may have taken it).
         """
         if isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of addresses, not a str")
@@ -507,16 +579,19 @@ class SmtpConnection:
         check_address(sender, allow_empty=True)
         for r in rcpts:
             check_address(r)
-        with self._exclusive():
+        self._claim()
+        try:
+            proto = self._proto
             utf8 = not sender.isascii() or not all(r.isascii() for r in rcpts)
-            if utf8 and not self._proto.supports("SMTPUTF8"):
+            if utf8 and not proto.supports("SMTPUTF8"):
                 return _refusal(
                     rcpts,
                     Reply.of(
                         553, "5.6.7 non-ASCII address but the server lacks SMTPUTF8 (not sent)"
                     ),
                 )
-            size = len(normalize_newlines(content))
+            content = proto.normalize(content)  # once: the machine will not scan it again
+            size = len(content)
             limit = self.ehlo.max_size if self.ehlo is not None else None
             if limit is not None and size > limit:
                 return _refusal(
@@ -529,57 +604,124 @@ class SmtpConnection:
                 )
             mail = Mail(
                 sender,
-                size=size if self._proto.supports("SIZE") else None,
-                body_8bit=not content.isascii() and self._proto.supports("8BITMIME"),
+                size=size if proto.supports("SIZE") else None,
+                body_8bit=not content.isascii() and proto.supports("8BITMIME"),
                 smtputf8=utf8,
             )
-            return await self._transaction(mail, rcpts, content)
+            try:
+                if self.chunking:
+                    outcome = await self._bdat_transaction(mail, rcpts, content)
+                else:
+                    outcome = await self._data_transaction(mail, rcpts, content)
+            finally:
+                self._in_doubt = False
+            delivered = outcome.data is not None and outcome.data.is_positive_completion
+            if not (delivered or self._broken):
+                if proto.pipelining:
+                    self._rset_pending = True  # goes in front of the next transaction
+                else:
+                    with suppress(SmtpError):  # the outcome stands; a failure marks us broken
+                        await self._command(Rset(), "rset", self.config.mail_timeout)
+            return outcome
+        finally:
+            self._busy = False
 
-    async def _transaction(self, mail: Mail, rcpts: tuple[str, ...], content: bytes) -> SendOutcome:
+    async def _bdat_transaction(
+        self, mail: Mail, rcpts: tuple[str, ...], content: bytes
+    ) -> SendOutcome:
+        cfg = self.config
+        proto = self._proto
+        rcpt_replies: list[Reply] = []
+        final: Reply | None = None
+        if proto.pipelining:
+            # One write, one round trip. The chunk goes even if RCPTs fail: the server
+            # must read and refuse it (RFC 3030 §2), so the replies still line up.
+            out = self._pending_rset()
+            out.append(proto.send(mail))
+            out += [proto.send(Rcpt(r)) for r in rcpts]
+            out.append(proto.send(Bdat(content)))
+            with self._phases():
+                self._arm("message", cfg.message_timeout)
+                await self._stream.send(b"".join(out))
+                self._in_doubt = True  # from here on, a lost reply may hide a delivery
+                if len(out) > len(rcpts) + 2:
+                    await self._reply("rset", cfg.mail_timeout)
+                mail_reply = await self._reply("mail", cfg.mail_timeout)
+                for _ in rcpts:
+                    rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
+                final = await self._reply("message-end", cfg.message_end_timeout)
+        else:
+            mail_reply, rcpt_replies = await self._envelope(mail, rcpts)
+            if not self._broken and any(r.is_positive_completion for r in rcpt_replies):
+                with self._phases():
+                    self._arm("message", cfg.message_timeout)
+                    await self._stream.send(proto.send(Bdat(content)))
+                    self._in_doubt = True
+                    final = await self._reply("message-end", cfg.message_end_timeout)
+        self._in_doubt = False
+        return SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
+
+    def _pending_rset(self) -> list[bytes]:
+        """RSET for the failed transaction before, to pipeline ahead of this one."""
+        if not self._rset_pending:
+            return []
+        self._rset_pending = False
+        return [self._proto.send(Rset())]
+
+    async def _envelope(self, mail: Mail, rcpts: tuple[str, ...]) -> tuple[Reply, list[Reply]]:
+        """MAIL, then RCPT one at a time (no PIPELINING); a reply for every recipient."""
         cfg = self.config
         rcpt_replies: list[Reply] = []
+        mail_reply = await self._command(mail, "mail", cfg.mail_timeout)
+        if mail_reply.is_positive_completion:
+            for r in rcpts:
+                reply = await self._command(Rcpt(r), "rcpt", cfg.rcpt_timeout)
+                rcpt_replies.append(reply)
+                if self._broken:  # 421: the server is gone
+                    break
+        filler = rcpt_replies[-1] if self._broken and rcpt_replies else mail_reply
+        rcpt_replies += [filler] * (len(rcpts) - len(rcpt_replies))
+        return mail_reply, rcpt_replies
+
+    async def _data_transaction(
+        self, mail: Mail, rcpts: tuple[str, ...], content: bytes
+    ) -> SendOutcome:
+        cfg = self.config
+        proto = self._proto
+        rcpt_replies: list[Reply] = []
         data_reply: Reply | None = None
-        if self._proto.pipelining:
-            with self._guard("mail", cfg.mail_timeout):
-                out = self._proto.send(mail)
-                out += b"".join(self._proto.send(Rcpt(r)) for r in rcpts)
-                out += self._proto.send(Data())
-                await self._stream.send(out)
-                mail_reply = await self._response()
-            for _ in rcpts:
-                with self._guard("rcpt", cfg.rcpt_timeout):
-                    rcpt_replies.append(await self._response())
-            with self._guard("data", cfg.data_timeout):
-                data_reply = await self._response()
-        else:
-            mail_reply = await self._command(mail, "mail", cfg.mail_timeout)
-            if mail_reply.is_positive_completion:
-                for r in rcpts:
-                    reply = await self._command(Rcpt(r), "rcpt", cfg.rcpt_timeout)
-                    rcpt_replies.append(reply)
-                    if self._broken:  # 421: the server is gone
-                        break
+        with self._phases():
+            if proto.pipelining:
+                out = self._pending_rset()
+                out.append(proto.send(mail))
+                out += [proto.send(Rcpt(r)) for r in rcpts]
+                out.append(proto.send(Data()))
+                self._arm("mail", cfg.mail_timeout)
+                await self._stream.send(b"".join(out))
+                if len(out) > len(rcpts) + 2:
+                    await self._reply("rset", cfg.mail_timeout)
+                mail_reply = await self._reply("mail", cfg.mail_timeout)
+                for _ in rcpts:
+                    rcpt_replies.append(await self._reply("rcpt", cfg.rcpt_timeout))
+                data_reply = await self._reply("data", cfg.data_timeout)
+            else:
+                mail_reply, rcpt_replies = await self._envelope(mail, rcpts)
                 if not self._broken and any(r.is_positive_completion for r in rcpt_replies):
                     data_reply = await self._command(Data(), "data", cfg.data_timeout)
-            filler = rcpt_replies[-1] if self._broken and rcpt_replies else mail_reply
-            rcpt_replies += [filler] * (len(rcpts) - len(rcpt_replies))
-        final: Reply | None = data_reply
-        if data_reply is not None and data_reply.code == 354:
-            deliverable = mail_reply.is_positive_completion and any(
-                r.is_positive_completion for r in rcpt_replies
-            )
-            # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
-            with self._guard("message", cfg.message_timeout):
-                await self._stream.send(self._proto.send(Message(content if deliverable else b"")))
-            with self._guard("message-end", cfg.message_end_timeout):
-                final = await self._response()
-            if not deliverable:
-                final = None
-        outcome = SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
-        if (final is None or not final.is_positive_completion) and not self._broken:
-            with suppress(SmtpError):  # the outcome stands; a failure marks us broken
-                await self._command(Rset(), "rset", cfg.mail_timeout)
-        return outcome
+            final: Reply | None = data_reply
+            if data_reply is not None and data_reply.code == 354:
+                deliverable = mail_reply.is_positive_completion and any(
+                    r.is_positive_completion for r in rcpt_replies
+                )
+                # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
+                self._arm("message", cfg.message_timeout)
+                await self._stream.send(proto.send(Message(content if deliverable else b"")))
+                self._in_doubt = deliverable
+                final = await self._reply("message-end", cfg.message_end_timeout)
+                self._in_doubt = False
+                if not deliverable:
+                    final = None
+        return SendOutcome(mail_reply, tuple(zip(rcpts, rcpt_replies, strict=True)), final)
 
     async def noop(self) -> Reply:
         """NOOP, e.g. to check an idle connection is still alive."""
@@ -589,6 +731,7 @@ class SmtpConnection:
     async def reset(self) -> Reply:
         """RSET."""
         with self._exclusive():
+            self._rset_pending = False
             return await self._command(Rset(), "rset", self.config.mail_timeout)
 
     # -- closing ---------------------------------------------------------------------

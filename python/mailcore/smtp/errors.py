@@ -40,15 +40,24 @@ class SmtpConnectError(SmtpError):
         self.reason = reason
 
 
+def _doubt(phase: str, outcome_unknown: bool | None) -> bool:
+    return phase == "message-end" if outcome_unknown is None else outcome_unknown
+
+
 class SmtpTimeout(SmtpError, TimeoutError):
     """The server did not answer (or accept our bytes) within the phase's time limit.
 
-    The connection is broken afterwards.
+    The connection is broken afterwards. :attr:`outcome_unknown` as for
+    :class:`SmtpConnectionLost`.
     """
 
-    def __init__(self, phase: str, seconds: float | None = None) -> None:
+    def __init__(
+        self, phase: str, seconds: float | None = None, *, outcome_unknown: bool | None = None
+    ) -> None:
         after = f" after {seconds:g}s" if seconds is not None else ""
-        super().__init__(f"timed out in phase {phase!r}{after}")
+        self.outcome_unknown = _doubt(phase, outcome_unknown)
+        doubt = " (the message may have been delivered)" if self.outcome_unknown else ""
+        super().__init__(f"timed out in phase {phase!r}{after}{doubt}")
         self.phase = phase
         self.seconds = seconds
 
@@ -56,18 +65,25 @@ class SmtpTimeout(SmtpError, TimeoutError):
 class SmtpConnectionLost(SmtpError):
     """The connection closed or failed in the middle of ``phase``.
 
-    When ``phase == "message-end"`` the final dot was sent and no reply came back: the
-    server may or may not have taken the message (:attr:`outcome_unknown`).
+    :attr:`outcome_unknown` is True when the whole message had been sent (the final dot,
+    or the last BDAT chunk) and the reply that would say what became of it never came:
+    the server may or may not have taken the message. That is the ``message-end`` phase;
+    with BDAT pipelined after MAIL and RCPT, also the ``mail`` and ``rcpt`` phases that
+    follow the single write.
     """
 
-    def __init__(self, phase: str, reason: str = "connection closed by the server") -> None:
-        super().__init__(f"connection lost in phase {phase!r}: {reason}")
+    def __init__(
+        self,
+        phase: str,
+        reason: str = "connection closed by the server",
+        *,
+        outcome_unknown: bool | None = None,
+    ) -> None:
+        self.outcome_unknown = _doubt(phase, outcome_unknown)
+        doubt = " (the message may have been delivered)" if self.outcome_unknown else ""
+        super().__init__(f"connection lost in phase {phase!r}: {reason}{doubt}")
         self.phase = phase
         self.reason = reason
-
-    @property
-    def outcome_unknown(self) -> bool:
-        return self.phase == "message-end"
 
 
 class SmtpReplyError(SmtpError):

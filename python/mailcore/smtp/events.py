@@ -5,8 +5,8 @@ machine yields :class:`Greeting`, :class:`Response` (one per command, in the ord
 and :class:`ConnectionClosed`.
 
 Server side: ``ServerProtocol.next_event`` yields :class:`Hello`, :class:`MailFrom`,
-:class:`RcptTo`, :class:`DataStart`, :class:`MessageReceived`, … each to be answered with
-exactly one reply.
+:class:`RcptTo`, :class:`DataStart`, :class:`ChunkReceived`, :class:`MessageReceived`, …
+each to be answered with exactly one reply.
 """
 
 from __future__ import annotations
@@ -84,6 +84,21 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Bdat:
+    """``BDAT <size> [LAST]`` and the chunk (RFC 3030 CHUNKING), in place of DATA.
+
+    ``last=True`` ends the message (a one-chunk message is ``Bdat(content)``). The machine
+    normalises every bare CR and bare LF to CRLF (across chunk boundaries too) and makes
+    the message end in CRLF, exactly as :class:`Message` does, so the server receives the
+    same bytes by either route; there is no dot-stuffing and no ``.`` line. ``size`` in
+    the command line is the length after that normalisation.
+    """
+
+    chunk: bytes = field(repr=False)
+    last: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Rset:
     pass
 
@@ -108,6 +123,7 @@ Command: TypeAlias = (
     | Rcpt
     | Data
     | Message
+    | Bdat
     | Rset
     | Noop
     | Quit
@@ -169,13 +185,23 @@ class DataStart:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkReceived:
+    """A whole ``BDAT <size>`` chunk without ``LAST`` arrived: answer 250 to go on (any
+    other reply fails the transaction; the client must then send RSET)."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """The content up to ``CRLF.CRLF``, un-dot-stuffed, every line ending in CRLF, with
-    the transaction's envelope (the sender and the recipients accepted)."""
+    """The content up to ``CRLF.CRLF`` (un-dot-stuffed), or of every BDAT chunk up to the
+    one with ``LAST`` (``chunked=True``); every line ending in CRLF either way; with the
+    transaction's envelope (the sender and the recipients accepted)."""
 
     content: bytes = field(repr=False)
     mail_from: str = ""
     recipients: tuple[str, ...] = ()
+    chunked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +240,7 @@ ServerEvent: TypeAlias = (
     | MailFrom
     | RcptTo
     | DataStart
+    | ChunkReceived
     | MessageReceived
     | ResetRequested
     | NoopRequested

@@ -11,10 +11,13 @@ No sockets and no clocks: feed the server's bytes with :meth:`ClientProtocol.rec
     sock.sendall(proto.send(Ehlo("me.example")))
 
 Replies are matched to commands in the order sent, so PIPELINING (RFC 2920) is just
-several ``send`` calls before reading. The state table refuses, with
+several ``send`` calls before reading. CHUNKING (RFC 3030) is :class:`Bdat`: with
+PIPELINING, ``MAIL``, every ``RCPT`` and ``BDAT <n> LAST`` with the message go out in one
+write and the whole transaction costs one round trip. The state table refuses, with
 :class:`LocalProtocolError`, any command SMTP does not allow at that point (MAIL before
-EHLO/HELO, RCPT outside a transaction, DATA before RCPT, the message before the 354…, or a
-second command while a group-ending one such as DATA or EHLO awaits its reply). A reply
+EHLO/HELO, RCPT outside a transaction, DATA before RCPT, the message before the 354, DATA
+and BDAT in one transaction, anything but RSET after a refused BDAT chunk…, or a second
+command while a group-ending one such as DATA or EHLO awaits its reply). A reply
 that is not SMTP raises :class:`RemoteProtocolError`; after any error the machine is dead.
 """
 
@@ -30,6 +33,7 @@ from .events import (
     NEED_DATA,
     AuthLogin,
     AuthPlain,
+    Bdat,
     ClientEvent,
     Command,
     ConnectionClosed,
@@ -57,6 +61,7 @@ MAX_IDLE_BUFFER = 64 * 1024
 
 _CODE = re.compile(rb"[2-5][0-9][0-9]")
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
+_FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 # -- message content ---------------------------------------------------------------------
 
@@ -71,16 +76,25 @@ def normalize_newlines(content: bytes) -> bytes:
     return content
 
 
+def normalize_piece(piece: bytes) -> bytes:
+    """Bare CR and bare LF to CRLF, nothing appended (a piece of a longer content)."""
+    if piece.count(b"\r\n") == piece.count(b"\r") == piece.count(b"\n"):
+        return piece
+    return _NEWLINES.sub(b"\r\n", piece)
+
+
 def encode_message(content: bytes) -> bytes:
     """``content`` as sent after 354: newlines normalised, dot-stuffed, ``.`` line added.
 
     Because no bare CR or LF survives, the only ``<CRLF>.<CRLF>`` in the output is the
     terminator we add, whatever the input holds: SMTP smuggling is impossible through us.
     """
-    out = normalize_newlines(content)
-    if out.startswith(b"."):
-        out = b"." + out
-    return out.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    return _dot_stuff(normalize_newlines(content))
+
+
+def _dot_stuff(normalized: bytes) -> bytes:
+    out = normalized.replace(b"\r\n.", b"\r\n..")
+    return b"".join((b"." if out[:1] == b"." else b"", out, b".\r\n"))
 
 
 # -- reply parsing -----------------------------------------------------------------------
@@ -148,9 +162,9 @@ def check_address(address: str, *, allow_empty: bool = False, utf8: bool = True)
     """Raise :class:`LocalProtocolError` for an address that cannot go on a command line."""
     if not address and not allow_empty:
         raise LocalProtocolError("empty address")
-    for ch in address:
-        if ord(ch) < 0x20 or ch in "\x7f<>":
-            raise LocalProtocolError(f"forbidden character {ch!r} in address {address!r}")
+    bad = _FORBIDDEN_IN_ADDRESS.search(address)
+    if bad is not None:
+        raise LocalProtocolError(f"forbidden character {bad[0]!r} in address {address!r}")
     if not utf8 and not address.isascii():
         raise LocalProtocolError(f"non-ASCII address {address!r} needs SMTPUTF8")
     if len(address.encode()) > 512:
@@ -181,12 +195,13 @@ class Phase(enum.Enum):
     RCPT = "rcpt"  # at least one RCPT sent
     DATA = "data"  # DATA sent, its reply awaited
     BODY = "body"  # 354 received: the message must be sent now
+    CHUNKS = "chunks"  # BDAT without LAST sent: more chunks (or RSET) to come
     CLOSING = "closing"  # QUIT sent, or 421 received: nothing more may be sent
     CLOSED = "closed"  # EOF seen
 
 
 # Commands that may be followed by others before their reply (RFC 2920 §3.1).
-_PIPELINABLE = (Mail, Rcpt, Rset, Message)
+_PIPELINABLE = (Mail, Rcpt, Rset, Message, Bdat)
 
 
 class ClientProtocol:
@@ -203,6 +218,10 @@ class ClientProtocol:
         self._auth_step = 0
         self._txn_failed = False
         self._txn_utf8 = False
+        self._need_rset = False  # a BDAT chunk was refused (RFC 3030 §2)
+        self._chunk_cr = False  # the last BDAT chunk ended in CR: a leading LF pairs with it
+        self._chunk_crlf = True  # the chunks so far end in CRLF (or are empty)
+        self._clean: bytes | None = None  # the last content normalize() returned
         self.ehlo: EhloReply | None = None
         """The server's answer to our last successful EHLO/HELO (HELO: no extensions)."""
         self.extended = False
@@ -227,6 +246,14 @@ class ClientProtocol:
 
     def supports(self, extension: str) -> bool:
         return self.ehlo is not None and self.ehlo.supports(extension)
+
+    def normalize(self, content: bytes) -> bytes:
+        """:func:`normalize_newlines` of ``content``, remembered: a :class:`Message`, or a
+        first and last :class:`Bdat`, carrying that very object is not scanned again (for
+        a caller that needs the size before sending, e.g. for ``MAIL … SIZE=``)."""
+        clean = normalize_newlines(content)
+        self._clean = clean
+        return clean
 
     # -- input -----------------------------------------------------------------------
 
@@ -314,6 +341,7 @@ class ClientProtocol:
                     self.extended = isinstance(command, Ehlo)
                     self.ehlo = EhloReply.parse(reply, extended=self.extended)
                     self._phase = Phase.READY
+                    self._need_rset = False
             case StartTls():
                 if reply.code == 220:
                     if self._reader.pending:
@@ -332,6 +360,11 @@ class ClientProtocol:
                     self._txn_failed = True
             case Data():
                 self._phase = Phase.BODY if reply.code == 354 else Phase.READY
+            case Bdat():
+                # A refused chunk fails the transaction; the server's state is then
+                # undefined until RSET (RFC 3030 §2), unless the client already moved on.
+                if not ok and not any(isinstance(c, Mail | Rset) for c in self._outstanding):
+                    self._need_rset = True
             case Quit():
                 self._phase = Phase.CLOSING
             case _:
@@ -405,8 +438,11 @@ class ClientProtocol:
                     raise self._refuse(command, f"the server does not offer AUTH {mech}")
             case Mail():
                 if phase is not Phase.READY:
-                    why = "a transaction is open" if in_txn else "send EHLO or HELO first"
+                    busy = in_txn or phase is Phase.CHUNKS
+                    why = "a transaction is open" if busy else "send EHLO or HELO first"
                     raise self._refuse(command, why)
+                if self._need_rset:
+                    raise self._refuse(command, "a BDAT chunk was refused: send RSET first")
             case Rcpt():
                 if not in_txn:
                     raise self._refuse(command, "send MAIL first")
@@ -416,6 +452,13 @@ class ClientProtocol:
             case Message():
                 if phase is not Phase.BODY:
                     raise self._refuse(command, "only after a 354 reply to DATA")
+            case Bdat():
+                if phase not in (Phase.RCPT, Phase.CHUNKS):
+                    raise self._refuse(command, "send MAIL and at least one RCPT first")
+                if not self.supports("CHUNKING"):
+                    raise self._refuse(command, "the server does not offer CHUNKING")
+                if self._need_rset:
+                    raise self._refuse(command, "a BDAT chunk was refused: send RSET first")
             case Rset() | Noop():
                 if phase in (Phase.DATA, Phase.BODY, Phase.REFUSED):
                     raise self._refuse(command, "not during DATA")
@@ -462,7 +505,13 @@ class ClientProtocol:
             case Data():
                 return b"DATA\r\n"
             case Message(content):
+                if content is self._clean:
+                    return _dot_stuff(content)
                 return encode_message(content)
+            case Bdat(chunk, last):
+                payload = self._chunk_payload(chunk, last)
+                head = f"BDAT {len(payload)} LAST\r\n" if last else f"BDAT {len(payload)}\r\n"
+                return b"".join((head.encode(), payload))
             case Rset():
                 return b"RSET\r\n"
             case Noop():
@@ -470,6 +519,19 @@ class ClientProtocol:
             case Quit():
                 return b"QUIT\r\n"
         raise LocalProtocolError(f"not a command: {command!r}")  # pragma: no cover
+
+    def _chunk_payload(self, chunk: bytes, last: bool) -> bytes:
+        """``chunk`` normalised as part of the message begun by the earlier chunks."""
+        if last and chunk is self._clean and self._chunk_crlf and not self._chunk_cr:
+            return chunk  # the whole message, normalised by normalize()
+        if self._chunk_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]  # the LF of a CRLF split between two chunks
+        payload = normalize_piece(chunk)
+        if last:
+            ends_crlf = payload.endswith(b"\r\n") if payload else self._chunk_crlf
+            if not ends_crlf:
+                payload += b"\r\n"
+        return payload
 
     def _advance(self, command: Command) -> None:
         match command:
@@ -483,8 +545,23 @@ class ClientProtocol:
                 self._phase = Phase.DATA
             case Message():
                 self._phase = Phase.READY
+                self._clean = None
+            case Bdat(chunk, last):
+                self._clean = None
+                if last:
+                    self._phase = Phase.READY
+                    self._chunk_cr, self._chunk_crlf = False, True
+                else:
+                    self._phase = Phase.CHUNKS
+                    if chunk:
+                        payload = chunk[1:] if self._chunk_cr and chunk[:1] == b"\n" else chunk
+                        self._chunk_cr = payload[-1:] == b"\r"
+                        if payload:
+                            self._chunk_crlf = payload[-1:] in (b"\r", b"\n")
             case Rset():
-                if self._phase in (Phase.MAIL, Phase.RCPT):
+                self._need_rset = False
+                self._chunk_cr, self._chunk_crlf = False, True
+                if self._phase in (Phase.MAIL, Phase.RCPT, Phase.CHUNKS):
                     self._phase = Phase.READY
             case Quit():
                 self._phase = Phase.CLOSING

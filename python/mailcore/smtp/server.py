@@ -9,6 +9,14 @@ replies and write them out when ``next_event`` returns :data:`NEED_DATA`.
 The message ends only at ``<CRLF>.<CRLF>``; a bare ``\\n.\\n`` or ``\\r.\\r`` inside is
 content (with every bare CR or LF turned into CRLF), so nothing can be smuggled past the
 end of the data.
+
+With ``chunking=True`` the server offers CHUNKING (RFC 3030): ``BDAT <size> [LAST]`` is
+followed by exactly ``size`` octets, which the machine always consumes, even when the
+command is refused (no MAIL, no accepted recipient: the client may have pipelined the
+chunk after RCPTs that failed), and only then yields one event to answer:
+:class:`ChunkReceived` for a chunk without LAST, :class:`MessageReceived` (``chunked``)
+for the last, or :class:`CommandRejected`. A refused chunk ends the transaction. The
+content is normalised as with DATA (bare CR/LF to CRLF, a final CRLF).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Callable, Mapping
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
+    ChunkReceived,
     CommandRejected,
     ConnectionClosed,
     DataStart,
@@ -34,13 +43,17 @@ from .events import (
     ServerEvent,
     StartTlsRequested,
 )
+from .protocol import normalize_newlines, normalize_piece
 from .reply import Reply
 
 MAX_COMMAND_LINE = 2000
 MAX_RECIPIENTS = 1000
 DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+MAX_CHUNK_DIGITS = 15
+"""Longest BDAT size accepted (in digits); a longer one is a syntax error."""
 
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_BDAT = re.compile(rf"([0-9]{{1,{MAX_CHUNK_DIGITS}}})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # tab is allowed
 _PATH = re.compile(r"\s*<([^<>]*)>(?:\s+(.*))?|\s*([^<>\s]+)(?:\s+(.*))?")
 
 
@@ -48,17 +61,12 @@ class ServerState(enum.Enum):
     GREETING = "greeting"  # the application must send the greeting first
     COMMAND = "command"
     DATA = "data"  # reading the message after 354
+    CHUNK = "chunk"  # reading the octets of a BDAT chunk
     CLOSED = "closed"
 
 
 def _rejected(command: str, code: int, text: str) -> CommandRejected:
     return CommandRejected(command, Reply.of(code, text))
-
-
-def _normalize(piece: bytes) -> bytes:
-    if b"\r" in piece or b"\n" in piece:
-        return _NEWLINES.sub(b"\r\n", piece)
-    return piece
 
 
 def _params(text: str | None) -> dict[str, str | None] | None:
@@ -75,7 +83,10 @@ class ServerProtocol:
     """The server's SMTP state machine.
 
     ``starttls=True`` advertises STARTTLS (until TLS is up: after answering 220 to
-    :class:`StartTlsRequested`, wrap the transport in TLS).
+    :class:`StartTlsRequested`, wrap the transport in TLS). ``chunking`` advertises
+    CHUNKING and accepts BDAT (else BDAT is refused with 502, like a server that does not
+    know it). ``pipelining`` only changes what EHLO advertises: pipelined commands are
+    always read correctly.
     """
 
     def __init__(
@@ -84,10 +95,14 @@ class ServerProtocol:
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         starttls: bool = False,
+        chunking: bool = True,
+        pipelining: bool = True,
     ) -> None:
         self.hostname = hostname
         self.max_size = max_size
         self.starttls = starttls
+        self.chunking = chunking
+        self.pipelining = pipelining
         self.tls_active = False
         self._state = ServerState.GREETING
         self._buf = bytearray()
@@ -102,6 +117,12 @@ class ServerProtocol:
         self._data = bytearray()
         self._bol = True
         self._oversize = False
+        self._chunk_size = 0
+        self._chunk_left = 0  # octets of the current BDAT chunk still to read
+        self._chunk_last = False
+        self._chunk_refusal: CommandRejected | None = None  # the answer once it is read
+        self._chunked = False  # a BDAT chunk was accepted in this transaction
+        self._close_after_reply = False
 
     # -- introspection ---------------------------------------------------------------
 
@@ -120,8 +141,10 @@ class ServerProtocol:
         return tuple(self._rcpts)
 
     def extensions(self) -> list[str]:
-        exts = ["PIPELINING", f"SIZE {self.max_size}", "8BITMIME", "SMTPUTF8"]
-        exts.append("ENHANCEDSTATUSCODES")
+        exts = ["PIPELINING"] if self.pipelining else []
+        exts += [f"SIZE {self.max_size}", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if self.chunking:
+            exts.append("CHUNKING")
         if self.starttls and not self.tls_active:
             exts.append("STARTTLS")
         return exts
@@ -149,7 +172,12 @@ class ServerProtocol:
         if self._state is ServerState.CLOSED:
             return ConnectionClosed()
         try:
-            event = self._data_event() if self._state is ServerState.DATA else self._command_event()
+            if self._state is ServerState.COMMAND:
+                event = self._command_event()
+            elif self._state is ServerState.DATA:
+                event = self._data_event()
+            else:
+                event = self._chunk_event()
         except ProtocolError as exc:
             self._error = exc
             raise
@@ -173,28 +201,58 @@ class ServerProtocol:
         self._data += piece
 
     def _data_event(self) -> ServerEvent | NeedData:
+        # Whole runs of lines at a time (find/replace in C), not a line per step.
         buf = self._buf
         while buf:
-            if self._bol:
-                if buf[:1] == b".":
-                    if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
-                        return NEED_DATA  # "." or ".\r": the end, or a stuffed dot?
-                    if buf.startswith(b".\r\n"):
-                        del buf[:3]
-                        return self._end_of_data()
-                    del buf[:1]  # un-dot-stuff
-                self._bol = False
-            nl = buf.find(b"\r\n")
-            if nl >= 0:
-                self._append(_normalize(bytes(buf[:nl])) + b"\r\n")
-                del buf[: nl + 2]
-                self._bol = True
+            if self._bol and buf[:1] == b".":
+                if buf.startswith(b".\r\n"):
+                    del buf[:3]
+                    return self._end_of_data()
+                if len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
+                    return NEED_DATA  # "." or ".\r": the end, or a stuffed dot?
+            end = buf.find(b"\r\n.\r\n")
+            if end >= 0:
+                cut = end + 2  # through the CRLF of the last line; ".\r\n" is next
             else:
-                keep = 1 if buf.endswith(b"\r") else 0  # may be the CR of a CRLF
-                self._append(_normalize(bytes(buf[: len(buf) - keep])))
-                del buf[: len(buf) - keep]
-                return NEED_DATA
+                last = buf.rfind(b"\r\n")
+                if last >= 0:
+                    cut = last + 2
+                else:
+                    cut = len(buf) - (1 if buf.endswith(b"\r") else 0)  # a CRLF's CR?
+                    if not cut:
+                        return NEED_DATA
+            part = bytes(buf[:cut])
+            del buf[:cut]
+            if self._bol and part[:1] == b".":
+                part = part[1:]  # un-dot-stuff the first line
+            self._append(normalize_piece(part.replace(b"\r\n.", b"\r\n")))
+            self._bol = part.endswith(b"\r\n") or (not part and self._bol)
         return NEED_DATA
+
+    def _chunk_event(self) -> ServerEvent | NeedData:
+        buf = self._buf
+        take = min(self._chunk_left, len(buf))
+        if take:
+            if self._chunk_refusal is None:
+                self._append(bytes(buf[:take]))
+            del buf[:take]
+            self._chunk_left -= take
+        if self._chunk_left:
+            return NEED_DATA
+        self._state = ServerState.COMMAND
+        refusal = self._chunk_refusal
+        if refusal is not None:
+            self._chunk_refusal = None
+            return refusal
+        if self._oversize:
+            self._reset_transaction()
+            return _rejected("BDAT", 552, "5.3.4 Message size exceeds fixed maximum message size")
+        if not self._chunk_last:
+            return ChunkReceived(self._chunk_size)
+        content = normalize_newlines(bytes(self._data))
+        envelope = (self._mail or "", tuple(self._rcpts))
+        self._reset_transaction()
+        return MessageReceived(content, *envelope, chunked=True)
 
     def _end_of_data(self) -> ServerEvent:
         content, oversize = bytes(self._data), self._oversize
@@ -212,6 +270,7 @@ class ServerProtocol:
         self._data = bytearray()
         self._oversize = False
         self._bol = True
+        self._chunked = False
 
     # -- commands --------------------------------------------------------------------
 
@@ -231,7 +290,7 @@ class ServerProtocol:
             line = raw.decode()
         except UnicodeDecodeError:
             return _rejected("", 500, "5.5.2 Invalid UTF-8 in command")
-        if any(ord(c) < 0x20 and c != "\t" for c in line):
+        if _CONTROL.search(line) is not None:
             return _rejected("", 500, "5.5.2 Control character in command")
         verb, _, arg = line.partition(" ")
         verb = verb.upper()
@@ -313,7 +372,32 @@ class ServerProtocol:
             return _rejected(verb, 503, "5.5.1 Need MAIL before DATA")
         if not self._rcpts:
             return _rejected(verb, 554, "5.5.1 No valid recipients")
+        if self._chunked:
+            return _rejected(verb, 503, "5.5.1 DATA and BDAT cannot be mixed; send RSET")
         return DataStart()
+
+    def _on_bdat(self, verb: str, arg: str) -> ServerEvent | NeedData:
+        if not self.chunking:
+            return self._on_unsupported(verb, arg)
+        m = _BDAT.fullmatch(arg)
+        if m is None:
+            # Where the chunk ends is unknown, so the session cannot go on.
+            self._close_after_reply = True
+            return _rejected(verb, 501, "5.5.4 Syntax: BDAT size [LAST]; closing")
+        size = int(m[1])
+        self._chunk_size = size
+        self._chunk_left = size
+        self._chunk_last = m[2] is not None
+        if not self._hello:
+            self._chunk_refusal = _rejected(verb, 503, "5.5.1 Send EHLO or HELO first")
+        elif self._mail is None:
+            self._chunk_refusal = _rejected(verb, 503, "5.5.1 Need MAIL before BDAT")
+        elif not self._rcpts:
+            self._chunk_refusal = _rejected(verb, 554, "5.5.1 No valid recipients")
+        else:
+            self._chunked = True
+        self._state = ServerState.CHUNK
+        return self._chunk_event()
 
     def _on_simple(self, verb: str, arg: str) -> ServerEvent:
         if verb == "RSET":
@@ -341,6 +425,10 @@ class ServerProtocol:
             return reply.to_bytes()
         if event is None:
             raise LocalProtocolError("no command to answer")
+        if self._close_after_reply:
+            self._state = ServerState.CLOSED
+            self._pending = None
+            return reply.to_bytes()
         if reply.code == 354 and not isinstance(event, DataStart):
             raise LocalProtocolError("354 answers DATA only")
         self._pending = None
@@ -355,6 +443,10 @@ class ServerProtocol:
                 self._utf8 = "SMTPUTF8" in params
             case RcptTo(address=address) if ok:
                 self._rcpts.append(address)
+            case ChunkReceived() if not ok:
+                self._reset_transaction()  # a refused chunk fails the transaction
+            case CommandRejected(command="BDAT"):
+                self._reset_transaction()
             case DataStart() if reply.code == 354:
                 self._state = ServerState.DATA
                 self._data = bytearray()
@@ -381,26 +473,37 @@ class ServerProtocol:
             case Hello():
                 return Reply(250, (self.hostname,))
             case MailFrom():
-                return Reply.of(250, "2.1.0 OK")
+                return _SENDER_OK
             case RcptTo():
-                return Reply.of(250, "2.1.5 OK")
+                return _RECIPIENT_OK
             case DataStart():
-                return Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+                return _START_DATA
+            case ChunkReceived(size=size):
+                return Reply.of(250, f"2.0.0 {size} octets received")
             case MessageReceived():
-                return Reply.of(250, "2.0.0 OK: queued")
+                return _QUEUED
             case ResetRequested() | NoopRequested():
-                return Reply.of(250, "2.0.0 OK")
+                return _OK
             case QuitRequested():
-                return Reply.of(221, "2.0.0 Bye")
+                return _BYE
             case StartTlsRequested():
-                return Reply.of(220, "2.0.0 Ready to start TLS")
+                return _START_TLS
             case CommandRejected(reply=reply):
                 return reply
             case ConnectionClosed():
                 raise LocalProtocolError("a closed connection takes no reply")
 
 
-_HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent]] = {
+# The usual replies, made once (a Reply is immutable).
+_SENDER_OK = Reply.of(250, "2.1.0 OK")
+_RECIPIENT_OK = Reply.of(250, "2.1.5 OK")
+_START_DATA = Reply.of(354, "End data with <CR><LF>.<CR><LF>")
+_QUEUED = Reply.of(250, "2.0.0 OK: queued")
+_OK = Reply.of(250, "2.0.0 OK")
+_BYE = Reply.of(221, "2.0.0 Bye")
+_START_TLS = Reply.of(220, "2.0.0 Ready to start TLS")
+
+_HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent | NeedData]] = {
     "EHLO": ServerProtocol._on_hello,
     "HELO": ServerProtocol._on_hello,
     "STARTTLS": ServerProtocol._on_starttls,
@@ -413,5 +516,5 @@ _HANDLERS: Mapping[str, Callable[[ServerProtocol, str, str], ServerEvent]] = {
     "VRFY": ServerProtocol._on_unsupported,
     "EXPN": ServerProtocol._on_unsupported,
     "AUTH": ServerProtocol._on_unsupported,
-    "BDAT": ServerProtocol._on_unsupported,
+    "BDAT": ServerProtocol._on_bdat,
 }

@@ -6,10 +6,13 @@
         ...                      # send mail to 127.0.0.1:port
         tg.cancel_scope.cancel()
 
-Built on :class:`~mailcore.smtp.server.ServerProtocol`: PIPELINING, SIZE, 8BITMIME,
-SMTPUTF8, ENHANCEDSTATUSCODES, and STARTTLS when given a TLS context. Recipients matching
-a rule's fnmatch pattern (case-insensitive) get that rule's reply to RCPT. Messages can be
-written to a maildir (``tmp/`` then renamed into ``new/``).
+Built on :class:`~mailcore.smtp.server.ServerProtocol`: PIPELINING, CHUNKING (BDAT),
+SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, and STARTTLS when given a TLS context
+(``strip_starttls`` hides it, as a downgrade attacker would; ``chunking`` and
+``pipelining`` turn those off). Recipients matching a rule's fnmatch pattern
+(case-insensitive) get that rule's reply to RCPT. Messages can be written to a maildir
+(``tmp/`` then renamed into ``new/``). :mod:`.faults` builds a fault-injecting sink with a
+log on the hooks here (``_greet``, ``_answer``, ``_opened``, ``_closed``, ``_received``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, TaskStatus
@@ -48,6 +53,26 @@ Rule = tuple[str, int, str]
 
 _RULE = re.compile(r"^(.+)=([2-5][0-9][0-9])(?:[ :](.*))?$")
 _DEFAULT_TEXT = {2: "2.1.5 OK", 4: "4.2.0 Deferred by sink rule", 5: "5.1.1 Rejected by sink rule"}
+
+
+DROP = None
+"""What :meth:`Sink._answer` returns to close the connection instead of answering (the
+replies not yet written are lost with it)."""
+
+
+@dataclass(eq=False)
+class SinkConnection:
+    """One client connection to a sink (what the hooks are given)."""
+
+    id: int
+    """1, 2, 3… in the order connections were accepted."""
+    client: str
+    """The client's IP address."""
+    stream: ByteStream
+    proto: ServerProtocol
+    opened: float = field(default_factory=time.time)
+    replies: int = 0
+    """Replies given so far, the greeting included."""
 
 
 def parse_reject_rule(text: str) -> Rule:
@@ -75,6 +100,9 @@ class Sink:
         maildir: Path | None = None,
         rules: Sequence[Rule] = (),
         tls_context: ssl.SSLContext | None = None,
+        strip_starttls: bool = False,
+        chunking: bool = True,
+        pipelining: bool = True,
         max_size: int = DEFAULT_MAX_SIZE,
         idle_timeout: float = 300.0,
     ) -> None:
@@ -85,6 +113,9 @@ class Sink:
         self.maildir = maildir
         self.rules = [(pattern.lower(), code, text) for pattern, code, text in rules]
         self.tls_context = tls_context
+        self.strip_starttls = strip_starttls
+        self.chunking = chunking
+        self.pipelining = pipelining
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.received: list[tuple[str, tuple[str, ...], bytes]] = []
@@ -94,6 +125,7 @@ class Sink:
         self.connections = 0
         self.bound_port: int | None = None
         self._seq = itertools.count()
+        self._connection_ids = itertools.count(1)
 
     # -- serving ---------------------------------------------------------------------
 
@@ -112,9 +144,22 @@ class Sink:
 
     async def _handle(self, stream: ByteStream) -> None:
         self.connections += 1
-        holder = [stream]
         try:
-            await self._session(holder)
+            address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        except anyio.TypedAttributeLookupError:
+            address = ("", 0)
+        proto = ServerProtocol(
+            self.hostname,
+            max_size=self.max_size,
+            starttls=self.tls_context is not None and not self.strip_starttls,
+            chunking=self.chunking,
+            pipelining=self.pipelining,
+        )
+        client = str(address[0]) if isinstance(address, tuple) else str(address)
+        conn = SinkConnection(next(self._connection_ids), client, stream, proto)
+        self._opened(conn)
+        try:
+            await self._session(conn)
         except (
             ProtocolError,
             OSError,
@@ -125,48 +170,72 @@ class Sink:
         ):
             pass  # one bad client does not stop the sink
         finally:
-            await anyio.aclose_forcefully(holder[0])
+            self._closed(conn)
+            await anyio.aclose_forcefully(conn.stream)
 
-    async def _session(self, holder: list[ByteStream]) -> None:
-        proto = ServerProtocol(
-            self.hostname, max_size=self.max_size, starttls=self.tls_context is not None
-        )
-        out = bytearray(proto.send(Reply.of(220, f"{self.hostname} ESMTP mailcore sink")))
+    async def _session(self, conn: SinkConnection) -> None:
+        proto = conn.proto
+        out = bytearray(proto.send(await self._greet(conn)))
+        conn.replies += 1
         while True:
             event = proto.next_event()
             if event is NEED_DATA:
                 if out:
-                    await holder[0].send(bytes(out))
+                    await conn.stream.send(bytes(out))
                     out.clear()
                 with anyio.fail_after(self.idle_timeout):
                     try:
-                        data = await holder[0].receive(65536)
+                        data = await conn.stream.receive(65536)
                     except anyio.EndOfStream:
                         data = b""
+                self._received(conn, data)
                 proto.receive_data(data)
                 continue
             if isinstance(event, ConnectionClosed):
                 if out:
-                    await holder[0].send(bytes(out))
+                    await conn.stream.send(bytes(out))
                 return
-            reply = await self._reply(proto, event)
+            reply = await self._answer(conn, event)
+            if reply is DROP:
+                return
             out += proto.send(reply)
+            conn.replies += 1
             if isinstance(event, QuitRequested):
-                await holder[0].send(bytes(out))
+                await conn.stream.send(bytes(out))
                 return
             if isinstance(event, StartTlsRequested) and reply.code == 220:
                 assert self.tls_context is not None
-                await holder[0].send(bytes(out))
+                await conn.stream.send(bytes(out))
                 out.clear()
                 with anyio.fail_after(self.idle_timeout):
-                    holder[0] = await TLSStream.wrap(
-                        holder[0],
+                    conn.stream = await TLSStream.wrap(
+                        conn.stream,
                         server_side=True,
                         ssl_context=self.tls_context,
                         standard_compatible=False,
                     )
 
+    # -- hooks (see .faults) ---------------------------------------------------------
+
+    def _opened(self, conn: SinkConnection) -> None:
+        """A connection was accepted."""
+
+    def _closed(self, conn: SinkConnection) -> None:
+        """The connection ends (whatever the reason)."""
+
+    def _received(self, conn: SinkConnection, data: bytes) -> None:
+        """Bytes from the client (``b""``: EOF), after TLS decryption once it is up."""
+
+    async def _greet(self, conn: SinkConnection) -> Reply:
+        """The greeting (a 421 or 554 refuses the session)."""
+        return Reply.of(220, f"{self.hostname} ESMTP mailcore sink")
+
+    async def _answer(self, conn: SinkConnection, event: ServerEvent) -> Reply | None:
+        """The reply to ``event``, or :data:`DROP` to close the connection instead."""
+        return await self._reply(conn.proto, event)
+
     async def _reply(self, proto: ServerProtocol, event: ServerEvent) -> Reply:
+        """The reply by the rules (counting as it goes); subclasses override this."""
         if isinstance(event, RcptTo):
             address = event.address.lower()
             for pattern, code, text in self.rules:
@@ -202,12 +271,52 @@ class Sink:
         )
 
 
-def sink_command(port: int, host: str, maildir: Path | None, reject: list[str]) -> None:
+def sink_command(
+    port: int,
+    host: str,
+    maildir: Path | None,
+    reject: list[str],
+    *,
+    faults: str | None = None,
+    log: Path | None = None,
+    chunking: bool = True,
+    pipelining: bool = True,
+    strip_starttls: bool = False,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> None:
     """``mailcore sink``: run a :class:`Sink` on Trio until Ctrl-C (or SIGTERM), printing
     the counters whenever they change (at most every 2 s). ``reject`` holds
-    ``PATTERN=CODE[ TEXT]`` rules; a malformed one raises ValueError before listening."""
+    ``PATTERN=CODE[ TEXT]`` rules; ``faults`` a :meth:`~.faults.FaultPlan.parse` spec and
+    ``log`` a JSON-lines file, either making it a :class:`~.faults.FaultSink`; ``tls_cert``
+    (and ``tls_key``) a PEM certificate to offer STARTTLS with. Bad options raise
+    ValueError before listening."""
+    from .faults import FaultPlan, FaultSink, write_summary
+
     rules = [parse_reject_rule(r) for r in reject]
-    sink = Sink(host=host, port=port, maildir=maildir, rules=rules)
+    plan = FaultPlan.parse(faults) if faults is not None else None
+    tls_context: ssl.SSLContext | None = None
+    if tls_cert is not None:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(tls_cert, tls_key)
+    elif tls_key is not None:
+        raise ValueError("--tls-key needs --tls-cert")
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "maildir": maildir,
+        "rules": rules,
+        "tls_context": tls_context,
+        "strip_starttls": strip_starttls,
+        "chunking": chunking,
+        "pipelining": pipelining,
+    }
+    log_file = open(log, "w", encoding="utf-8", buffering=1 << 16) if log is not None else None  # noqa: SIM115
+    sink: Sink
+    if plan is not None or log_file is not None:
+        sink = FaultSink(plan, log_file=log_file, **options)
+    else:
+        sink = Sink(**options)
 
     async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -217,6 +326,18 @@ def sink_command(port: int, host: str, maildir: Path | None, reject: list[str]) 
                 print(f"mailcore sink listening on {host}:{bound}{where}", flush=True)
                 for pattern, code, text in rules:
                     print(f"  rule: {pattern} -> {code} {text}", flush=True)
+                if plan is not None:
+                    print(f"  faults: {plan.describe()}", flush=True)
+                offered = [
+                    name
+                    for name, on in (
+                        ("PIPELINING", pipelining),
+                        ("CHUNKING", chunking),
+                        ("STARTTLS", tls_context is not None and not strip_starttls),
+                    )
+                    if on
+                ]
+                print(f"  offering: {' '.join(offered) or 'no extensions'}", flush=True)
                 tg.start_soon(report)
                 async for _ in signals:
                     tg.cancel_scope.cancel()
@@ -231,5 +352,11 @@ def sink_command(port: int, host: str, maildir: Path | None, reject: list[str]) 
                 print(line, flush=True)
                 last = line
 
-    anyio.run(main, backend="trio")
+    try:
+        anyio.run(main, backend="trio")
+    finally:
+        if log_file is not None:
+            log_file.close()
+            if isinstance(sink, FaultSink) and log is not None:
+                write_summary(sink.log, log)
     print(f"stopped: {sink.summary()}", file=sys.stderr, flush=True)
