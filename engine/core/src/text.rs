@@ -294,7 +294,7 @@ impl Builder<'_> {
         self.out.push('\n');
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         for _ in 0..self.pending {
             self.newline();
         }
