@@ -1024,7 +1024,9 @@ mod tests {
                 h,
                 format!("\r\nContent-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable")
             );
-            String::from_utf8(qp_decode(b.as_bytes())).unwrap()
+            let decoded = qp_decode(b.as_bytes());
+            crate::qp::tests::check_encoding(b.as_bytes(), &decoded);
+            String::from_utf8(decoded).unwrap()
         };
         Parsed {
             text: part(parts[1], "text/plain"),
@@ -1521,5 +1523,139 @@ mod tests {
         ] {
             assert!(matches!(e, Error::Dkim(_)), "{e:?}");
         }
+    }
+
+    /// Random campaigns and recipients: every message parses strictly, each part's
+    /// quoted-printable follows the rules, and the parts decode to what the templates give
+    /// when rendered one by one (HTML rendered then the preheader inserted; the text given,
+    /// or derived event by event, see `textpart::tests::reference`).
+    #[test]
+    fn random_messages_decode_to_the_reference() {
+        use crate::qp::tests::Rng;
+        const PIECES: &[&str] = &[
+            "<p>", "</p>", "<br>", "<li>", "</li>", "<div>", "</div>", "<h1>", "</h1>", " ",
+            "\n", "\r\n", "\r", "  ", "&nbsp;", "&amp;", "word ", "Longer text of some words ",
+            ".", "From ", "=", "é", "😀", "\t", "<body class=\"x\">", "</body>", "<head><title>{{ email }}</title></head>",
+            "<a href=\"https://x.io/p\">", "</a>", "<a href=\"https://x.io/q?a={{ lastName }}\">",
+            "<a href=\"{{ customFields.url }}\">", "{{ firstName }}", "{{ lastName | default: \"d d\" }}",
+            "{{ customFields.url }}", "<td class={{ firstName }}>", "<img src=\"https://x.io/i.png\">",
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ",
+        ];
+        const VALUES: &[&str] = &[
+            "",
+            " ",
+            "Ann",
+            "a b",
+            "\r\n.\r\nFrom x",
+            "x=y",
+            "  spaced  out  ",
+            "é😀",
+            "<b>&amp;",
+            "javascript:alert(1)",
+            "https://ok.io/x",
+            "\t",
+            "F",
+            ".",
+            "Fro",
+            "A value long enough to need a soft line break somewhere in the middle of it, surely",
+        ];
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut rendered = 0;
+        for round in 0..1500 {
+            let pick = |rng: &mut Rng, n: usize| -> String {
+                (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+            };
+            let n = rng.below(16);
+            let html = pick(&mut rng, n);
+            let n = rng.below(6);
+            let text = (rng.below(3) == 0).then(|| pick(&mut rng, n));
+            let preheader = ["", "Hi {{ firstName }}", "Static preview", " "][rng.below(4)];
+            let (opens, clicks) = (rng.below(2) == 0, rng.below(2) == 0);
+            let spec = MessageSpec {
+                html: &html,
+                text: text.as_deref(),
+                preheader,
+                tracking: Tracking {
+                    opens,
+                    clicks,
+                    base: "https://t.io",
+                },
+                ..spec()
+            };
+            let Ok(r) = MessageRenderer::new(&spec) else {
+                continue;
+            };
+            let owned: Vec<Option<&str>> = (0..r.fields().len())
+                .map(|i| {
+                    if i == EMAIL {
+                        Some("a@x.io")
+                    } else {
+                        (rng.below(4) > 0).then(|| VALUES[rng.below(VALUES.len())])
+                    }
+                })
+                .collect();
+            let token = "Tok-1_x";
+            let msg = r
+                .render(
+                    &Recipient {
+                        values: &owned,
+                        message_id: "m@x",
+                        unsubscribe_url: "https://u.io/u",
+                        tracking_token: Some(token),
+                    },
+                    DATE,
+                )
+                .unwrap();
+            rendered += 1;
+            let p = parse(&msg);
+            let lookup = |path: &str| {
+                r.fields()
+                    .iter()
+                    .position(|f| f == path)
+                    .and_then(|i| owned[i])
+            };
+            let html_t = Template::compile_html(&html).unwrap();
+            let (instrumented, _) = tracking::instrument(&html_t, &spec.tracking);
+            let index: Vec<usize> = instrumented
+                .field_paths()
+                .iter()
+                .map(|f| r.fields().iter().position(|g| g == f).unwrap())
+                .collect();
+            let mut expected_html = String::new();
+            instrumented.render_into_indexed_with_token(
+                &mut expected_html,
+                &owned,
+                &index,
+                true,
+                token,
+            );
+            let pre = Template::compile_html(preheader)
+                .unwrap()
+                .render_with(lookup, true);
+            if !pre.trim().is_empty() {
+                let at = text::body_open_end(&expected_html).unwrap_or(0);
+                expected_html.insert_str(at, &format!("{PREHEADER_OPEN}{pre}{PREHEADER_CLOSE}"));
+            }
+            let expected_text = match &text {
+                Some(t) => Template::compile(t).unwrap().render_with(lookup, false),
+                None => crate::textpart::tests::reference(&instrumented, &index, &owned, token),
+            };
+            let crlf = |s: &str| {
+                s.replace("\r\n", "\n")
+                    .replace('\r', "\n")
+                    .replace('\n', "\r\n")
+            };
+            assert_eq!(
+                p.html,
+                crlf(&expected_html),
+                "round {round}: {html:?} {owned:?}"
+            );
+            assert_eq!(
+                p.text,
+                crlf(&expected_text),
+                "round {round}: {html:?} {text:?} {owned:?}"
+            );
+        }
+        assert!(rendered > 1000, "{rendered}");
     }
 }
