@@ -64,9 +64,13 @@ const URL_ATTRIBUTES: &[&str] = &[
 /// Stands for a field in the scanned text (literal text never contains it).
 const MARK: &str = "{{";
 
-/// `value`, or [`BLOCKED_URL`] when `value` followed by `after` has a scheme that is not
-/// allowed (see the module docs).
+/// `value`, or [`BLOCKED_URL`] when `value` (non-empty) followed by `after` has a scheme
+/// that is not allowed (see the module docs).
 pub fn url_start<'v>(value: &'v str, after: &str) -> &'v str {
+    if value.is_empty() {
+        // Nothing of the URL comes from the value.
+        return value;
+    }
     // The scheme so far, lower-cased; `None` once it cannot be an allowed one.
     let mut scheme = Some([0u8; 6]);
     let mut len = 0;
@@ -138,8 +142,13 @@ pub(crate) fn contextualize(template: Template, opens: &[usize]) -> Result<Templ
             .nth(k)
             .map(|f| template.field_paths()[f].clone());
         let open = opens.get(k).copied().unwrap_or(0);
+        // Every message starts with "merge tag": name it.
+        let message = match &field {
+            Some(path) => message.replacen("merge tag", &format!("merge tag '{path}'"), 1),
+            None => message.to_owned(),
+        };
         Error::Template {
-            message: message.to_owned(),
+            message,
             field,
             offset: template.source()[..open].chars().count(),
         }
@@ -214,7 +223,8 @@ fn scan(scanned: &str, marks: &[usize]) -> Result<Scan, (usize, String)> {
         }
         let next = bytes.get(at + 1).copied();
         let after_slash = bytes.get(at + 2).copied();
-        if next == Some(b'{') || (next == Some(b'/') && after_slash == Some(b'{')) {
+        let mark_at = |p: usize| marks.binary_search(&p).is_ok();
+        if mark_at(at + 1) || (next == Some(b'/') && mark_at(at + 2)) {
             return Err((marks[index(at)], "merge tag right after '<'".into()));
         }
         if scanned[at..].starts_with("<!--") {
@@ -498,6 +508,8 @@ mod tests {
             format!("<a href=\"{BLOCKED_URL}:alert(1)\">")
         );
         assert_eq!(render(t, "https"), "<a href=\"https:alert(1)\">");
+        // an empty value adds nothing to check
+        assert_eq!(render(t, ""), "<a href=\":alert(1)\">");
         let t = "<a href=\"{{ email }}&#58;x\">";
         assert_eq!(
             render(t, "javascript"),
@@ -537,70 +549,70 @@ mod tests {
         let cases: &[(&str, &str, usize)] = &[
             (
                 "<a {{ email }}>",
-                "merge tag inside an HTML tag but not in an attribute value",
+                "merge tag 'email' inside an HTML tag but not in an attribute value",
                 3,
             ),
             (
                 "<a href=\"x\" {{ email }}=\"y\">",
-                "merge tag inside an HTML tag but not in an attribute value",
+                "merge tag 'email' inside an HTML tag but not in an attribute value",
                 12,
             ),
             (
                 "<p{{ email }}>",
-                "merge tag inside an HTML tag but not in an attribute value",
+                "merge tag 'email' inside an HTML tag but not in an attribute value",
                 2,
             ),
-            ("é<{{ email }}>", "merge tag right after '<'", 2),
-            ("</{{ email }}>", "merge tag right after '<'", 2),
-            ("</p {{ email }}>", "merge tag inside an end tag", 4),
+            ("é<{{ email }}>", "merge tag 'email' right after '<'", 2),
+            ("</{{ email }}>", "merge tag 'email' right after '<'", 2),
+            ("</p {{ email }}>", "merge tag 'email' inside an end tag", 4),
             (
                 "<p title=\"x {{ email }}",
-                "merge tag after a tag that never ends",
+                "merge tag 'email' after a tag that never ends",
                 12,
             ),
             (
                 "<b x {{ email }}",
-                "merge tag after a tag that never ends",
+                "merge tag 'email' after a tag that never ends",
                 5,
             ),
             (
                 "<script>var a = '{{ email }}';</script>",
-                "merge tag inside <script>",
+                "merge tag 'email' inside <script>",
                 17,
             ),
             (
                 "<STYLE>a{color:{{ email }}}</STYLE>",
-                "merge tag inside <style>",
+                "merge tag 'email' inside <style>",
                 15,
             ),
             (
                 "<a onclick=\"f('{{ email }}')\">",
-                "merge tag in the event-handler attribute 'onclick'",
+                "merge tag 'email' in the event-handler attribute 'onclick'",
                 15,
             ),
             (
                 "<a href=\"java{{ email }}\">",
-                "merge tag that could change the scheme of the URL in 'href'",
+                "merge tag 'email' that could change the scheme of the URL in 'href'",
                 13,
             ),
             (
                 "<a href=\"{{email}}{{ email }}\">",
-                "merge tag that could change the scheme of the URL in 'href'",
+                "merge tag 'email' that could change the scheme of the URL in 'href'",
                 18,
             ),
             (
                 "<a href=x{{ email }}>",
-                "merge tag that could change the scheme of the URL in 'href'",
+                "merge tag 'email' that could change the scheme of the URL in 'href'",
                 9,
             ),
             (
                 "<td class=a'b'{{ email }}>",
-                "merge tag in an unquoted attribute value with a quote",
+                "merge tag 'email' in an unquoted attribute value with a quote",
                 14,
             ),
             (
                 "<td class=`{{ email }}>",
-                "merge tag in an unquoted attribute value with a quote",
+                "merge tag 'email' in an unquoted attribute value with a quote",
                 11,
             ),
         ];
@@ -624,6 +636,8 @@ mod tests {
             "a < &lt; <3 <script>x</script>&lt;<style></style>"
         );
         assert_eq!(render("{{ email }}", "<'"), "&lt;&#x27;");
+        // single braces are text
+        assert_eq!(render("<{ </{ {{ email }}", "x"), "<{ </{ x");
         // the same escaping as an unannotated template where nothing differs
         let src = "<p class=\"{{ email }}\">{{ firstName | default: \"<d>\" }}</p>";
         let html = compile(src).unwrap();

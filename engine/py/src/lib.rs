@@ -126,11 +126,17 @@ struct PyTemplate {
 
 #[pymethods]
 impl PyTemplate {
+    /// `html=True` compiles an HTML template: each field is escaped for its context, and
+    /// fields where no escaping is safe are compile errors.
     #[new]
-    fn new(source: &str) -> EngineResult<Self> {
-        Ok(PyTemplate {
-            inner: engine::Template::compile(source)?,
-        })
+    #[pyo3(signature = (source, *, html = false))]
+    fn new(source: &str, html: bool) -> EngineResult<Self> {
+        let inner = if html {
+            engine::Template::compile_html(source)?
+        } else {
+            engine::Template::compile(source)?
+        };
+        Ok(PyTemplate { inner })
     }
 
     /// Distinct field paths referenced, in order of first appearance.
@@ -145,7 +151,8 @@ impl PyTemplate {
         self.inner.source()
     }
 
-    /// Render with `values` (field path -> value); `html=True` HTML-escapes substitutions.
+    /// Render with `values` (field path -> value); `html=True` HTML-escapes substitutions
+    /// (for their context when compiled with `html=True`).
     #[pyo3(signature = (values, *, html))]
     fn render(&self, values: &Bound<'_, PyDict>, html: bool) -> PyResult<String> {
         let mut owned: Vec<Option<PyBackedStr>> = Vec::with_capacity(self.inner.fields().len());
