@@ -82,6 +82,11 @@ class AudienceIndex:
         """Batch upsert from storage columns: ``contacts`` little-endian u32
         (``array('I').tobytes()``), ``statuses`` one byte each, ``tags_json[i]`` a JSON
         array of strings. Invalid input raises ``EngineError`` and changes nothing."""
+    def upsert_packed(self, contacts: bytes, statuses: bytes, tags_json: bytes) -> None:
+        """Batch upsert from packed storage columns (what SQLite's ``group_concat`` returns
+        for a batch): ``contacts`` and ``statuses`` decimal numbers separated by ``,``,
+        ``tags_json`` the rows' JSON arrays of strings one after another (whitespace between).
+        Invalid input raises ``EngineError`` and changes nothing."""
     def remove(self, contact: int) -> bool: ...
     def count(
         self,

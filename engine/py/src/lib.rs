@@ -235,6 +235,23 @@ impl PyAudienceIndex {
         })?)
     }
 
+    /// Batch upsert from packed storage columns, as one SQL query returns them with
+    /// `group_concat`: `contacts` and `statuses` are decimal numbers separated by `,`,
+    /// `tags_json` the rows' JSON arrays of strings one after the other (whitespace between).
+    /// Parsing and bitmap work run with the GIL released.
+    fn upsert_packed(
+        &mut self,
+        py: Python<'_>,
+        contacts: &[u8],
+        statuses: &[u8],
+        tags_json: &[u8],
+    ) -> EngineResult<()> {
+        let inner = &mut self.inner;
+        Ok(without_gil(py, || {
+            inner.upsert_packed(contacts, statuses, tags_json)
+        })?)
+    }
+
     /// Remove a contact; True if it was present.
     fn remove(&mut self, contact: u32) -> bool {
         self.inner.remove(contact)
