@@ -328,6 +328,8 @@ const RENDER_WINDOW: usize = 8 * engine::mime::PARALLEL_THRESHOLD;
 #[pyclass(module = "mailcore._engine", name = "MessageRenderer", frozen)]
 struct PyMessageRenderer {
     inner: engine::MessageRenderer,
+    /// The field paths as Python strings (made once: dict lookups then reuse their hash).
+    keys: Vec<Py<PyString>>,
     /// Render plans kept between `render_batch` calls.
     plans: std::sync::Mutex<Vec<engine::RenderPlan>>,
 }
@@ -437,9 +439,11 @@ fn write_plans(
 /// Look up `fields` in the mapping `values` (a missing key is `None`; values must be `str`).
 fn extract_values(
     values: &Bound<'_, PyAny>,
-    fields: &[String],
+    fields: &[Py<PyString>],
     out: &mut Vec<Option<PyBackedStr>>,
 ) -> PyResult<()> {
+    let py = values.py();
+    let fields = fields.iter().map(|f| f.bind(py));
     if let Ok(dict) = values.cast::<PyDict>() {
         for path in fields {
             out.push(match dict.get_item(path)? {
@@ -514,8 +518,16 @@ impl PyMessageRenderer {
                 )))
             }
         }
+        let keys = Python::attach(|py| {
+            inner
+                .fields()
+                .iter()
+                .map(|f| PyString::intern(py, f).unbind())
+                .collect()
+        });
         Ok(PyMessageRenderer {
             inner,
+            keys,
             plans: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -541,9 +553,8 @@ impl PyMessageRenderer {
         tracking_token: Option<&str>,
         dkim_timestamp: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let fields = self.inner.fields();
-        let mut owned = Vec::with_capacity(fields.len());
-        extract_values(values, fields, &mut owned)?;
+        let mut owned = Vec::with_capacity(self.keys.len());
+        extract_values(values, &self.keys, &mut owned)?;
         let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
         let recipient = engine::Recipient {
             values: &borrowed,
@@ -588,11 +599,10 @@ impl PyMessageRenderer {
             )))
             .into());
         }
-        let fields = self.inner.fields();
-        let k = fields.len();
+        let k = self.keys.len();
         let mut owned = Vec::with_capacity(n * k);
         for mapping in &values {
-            extract_values(mapping, fields, &mut owned)?;
+            extract_values(mapping, &self.keys, &mut owned)?;
         }
         let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
         let recipients: Vec<engine::Recipient<'_>> = (0..n)
