@@ -545,10 +545,11 @@ impl MessageRenderer {
         })
     }
 
-    /// Plan one message per recipient into `plans` (resized to `recipients.len()`; plans are
-    /// reused), splitting the work across `threads` (≥ 1). On error, the error of the first
-    /// failing recipient (in order) is returned. Write the messages with
-    /// [`MessageRenderer::write_plan`] or read them with [`MessageRenderer::plan_slices`].
+    /// Plan one message per recipient into the first `recipients.len()` of `plans` (grown as
+    /// needed, never shrunk: plans and their buffers are reused from call to call), splitting
+    /// the work across `threads` (≥ 1). On error, the error of the first failing recipient
+    /// (in order) is returned. Write the messages with [`MessageRenderer::write_plan`] or read
+    /// them with [`MessageRenderer::plan_slices`].
     pub fn plan_batch(
         &self,
         recipients: &[Recipient<'_>],
@@ -561,7 +562,10 @@ impl MessageRenderer {
         if self.dkim.is_some() && dkim_timestamp.is_none() {
             return Err(missing_timestamp());
         }
-        plans.resize_with(recipients.len(), RenderPlan::new);
+        if plans.len() < recipients.len() {
+            plans.resize_with(recipients.len(), RenderPlan::new);
+        }
+        let plans = &mut plans[..recipients.len()];
         parallel::for_each_chunk(recipients, plans, threads, |chunk, plans| {
             let mut scratch = Scratch::default();
             for (r, plan) in chunk.iter().zip(plans.iter_mut()) {
@@ -1324,6 +1328,23 @@ mod tests {
         }
         assert_eq!(r.render_batch(&recs, DATE).unwrap(), single);
         assert!(r.render_batch(&[], DATE).unwrap().is_empty());
+
+        // plans: reused, never shrunk; each writes exactly its message
+        let mut plans = Vec::new();
+        for (n, threads) in [(600, 3), (10, 1), (300, 2)] {
+            r.plan_batch(&recs[..n], DATE, None, threads, &mut plans)
+                .unwrap();
+            assert_eq!(plans.len(), 600);
+            for (plan, want) in plans.iter().zip(&single[..n]) {
+                let mut out = vec![0u8; plan.len()];
+                r.write_plan(plan, &mut out);
+                assert_eq!(&out, want);
+                assert_eq!(
+                    r.plan_slices(plan).map(<[u8]>::len).sum::<usize>(),
+                    want.len()
+                );
+            }
+        }
 
         // the first failing recipient (in order) is reported, whatever the split
         let bad_vals = values(&r, &[("email", "bad")]);
