@@ -5,6 +5,7 @@ database) catches up from the revision counter."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,15 +49,17 @@ op = st.tuples(
 )
 @given(ops=st.lists(op, min_size=1, max_size=30), seed=st.integers(0, 1000))
 def test_index_matches_brute_force_after_random_writes(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, list[str], str]], seed: int
+    new_database_url: Callable[[], str],
+    ops: list[tuple[str, int, list[str], str]],
+    seed: int,
 ) -> None:
     import trio
 
-    db = tmp_path_factory.mktemp("aud") / "a.db"
+    db = new_database_url()
     rng = random.Random(seed)
 
     async def run() -> None:
-        cfg = Settings.load(env={}, database_url=f"sqlite:///{db}")
+        cfg = Settings.load(env={}, database_url=db)
         async with Mailcore.open(cfg) as mc, Mailcore.open(cfg) as other:
             account_id = (await mc.accounts.create("a")).account_id
             contacts = mc.account(account_id).contacts

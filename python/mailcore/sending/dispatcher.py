@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..ids import iso
 from ..models import CampaignCreate
+from ..node import SenderActivity
 from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpConnectionLost, SmtpError
 from ..store import RecipientResult, SendRow
 from ..tokens import TokenSigner
@@ -85,6 +86,7 @@ class Dispatcher:
         self._failing: set[str] = set()  # campaigns whose last_error is set
         self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
+        self.activity = SenderActivity(in_flight_now=lambda: self.window.used)
         self._results: MemoryObjectSendStream[RecipientResult] | None = None
         self._tg: TaskGroup | None = None
         self._direct: DirectDelivery | None = None
@@ -101,13 +103,13 @@ class Dispatcher:
     # -- the task tree -------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # One node owns the embedded database: whatever was leased when it stopped was
-        # never recorded, so it goes back to the queue at once.
-        released = await self.mc.store.release_all_leases()
+        # What a stopped sender leased was never recorded: on SQLite (one node owns the
+        # file) all of it goes back to the queue at once; on PostgreSQL only expired
+        # leases do, since the others belong to live nodes.
+        released = await self.mc.store.recover_leases(self._now())
         if released:
-            log.info(
-                "resuming: %d recipients were in flight when the last process stopped", released
-            )
+            log.info("resuming: %d recipients were in flight when a sender stopped", released)
+        self.mc.node.sender = self.activity
         res_tx, res_rx = anyio.create_memory_object_stream[RecipientResult](
             self.settings.result_group_size
         )
@@ -118,6 +120,7 @@ class Dispatcher:
                 self._results = res_tx
                 tg.start_soon(self._recorder, res_rx)
                 tg.start_soon(self._limits)
+                tg.start_soon(self._renew_leases)
                 task_status.started()
                 await self._feeder()
         finally:
@@ -131,6 +134,8 @@ class Dispatcher:
             worked = False
             sends = await self.mc.store.active_sends()
             self._paused = {s.campaign_id for s in sends if s.status == "paused"}
+            for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
+                del self.activity.campaigns[gone]  # finished (maybe by another node)
             for send in sends:
                 if send.status != "paused" and await self._feed_one(send):
                     worked = True
@@ -148,10 +153,17 @@ class Dispatcher:
             now = self._now()
             try:
                 work = await store.claim_recipients(
-                    send.campaign_id, size, now, now + self.settings.lease_seconds
+                    send.campaign_id,
+                    size,
+                    now,
+                    now + self.settings.lease_seconds,
+                    owner=self.mc.node.id,
                 )
             finally:
                 self.window.release(size - len(work))
+            self.activity.last_claim_at = now
+            if work:
+                self.activity.campaigns.setdefault(send.campaign_id, 0)
         if not work:
             done = await store.finish_send_if_done(send.campaign_id, iso(self.mc.clock()))
             if done is not None:
@@ -216,9 +228,20 @@ class Dispatcher:
     def _finished(self, send: SendRow) -> None:
         self._renderers.pop(send.campaign_id, None)
         self._failing.discard(send.campaign_id)
+        self.activity.campaigns.pop(send.campaign_id, None)
         log.info(
             "campaign %s %s: charged %s micros", send.campaign_id, send.status, send.charged_micros
         )
+
+    async def _renew_leases(self) -> None:
+        """The node's heartbeat: while it runs, its leases never expire, so no other node
+        takes over work that is merely slow; once it dies they expire within
+        ``lease_seconds`` and the others claim them."""
+        while True:
+            await anyio.sleep(self.settings.lease_seconds / 3)
+            await self.mc.store.renew_leases(
+                self.mc.node.id, self._now() + self.settings.lease_seconds
+            )
 
     async def _wait_for_relays(self) -> None:
         """Relay mode with every relay backing off: nothing can go out before one is due."""
@@ -546,6 +569,10 @@ class Dispatcher:
         with anyio.CancelScope(shield=True):
             await self.mc.store.record_results(group, iso(self.mc.clock()))
         self.window.release(len(group))
+        self.activity.recorded += len(group)
+        for r in group:
+            if r.campaign_id in self.activity.campaigns:
+                self.activity.campaigns[r.campaign_id] += 1
         for campaign_id in {r.campaign_id for r in group}:
             done = await self.mc.store.finish_send_if_done(campaign_id, iso(self.mc.clock()))
             if done is not None:

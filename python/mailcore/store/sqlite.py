@@ -405,11 +405,12 @@ class SqliteStore(Store):
 
         await anyio.to_thread.run_sync(setup, limiter=self._write_limiter)
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current = row[0] or 0
+        self.migrated_from = current
+        self.schema_version = max(current, len(SQLITE_MIGRATIONS))
         for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
             if version <= current:
                 continue
@@ -1231,7 +1232,7 @@ class SqliteStore(Store):
         return await self._read(q)
 
     async def claim_recipients(
-        self, campaign_id: str, limit: int, now: float, lease_until: float
+        self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
         def tx(conn: sqlite3.Connection) -> list[RecipientWork]:
             seqs = [
@@ -1246,9 +1247,9 @@ class SqliteStore(Store):
             if not seqs:
                 return []
             conn.executemany(
-                "UPDATE recipients SET state = 'sending', lease_until = ? "
+                "UPDATE recipients SET state = 'sending', lease_until = ?, lease_owner = ? "
                 "WHERE campaign_id = ? AND contact_seq = ?",
-                ((lease_until, campaign_id, seq) for seq in seqs),
+                ((lease_until, owner or None, campaign_id, seq) for seq in seqs),
             )
             work: list[RecipientWork] = []
             for i in range(0, len(seqs), _IN_CHUNK):
@@ -1310,6 +1311,31 @@ class SqliteStore(Store):
             return cur.rowcount
 
         return await self._write(tx)
+
+    async def recover_leases(self, now: float) -> int:
+        # One process owns the file: whatever is leased was leased by a process that
+        # stopped, so all of it goes back to the queue at once.
+        return await self.release_all_leases()
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE recipients SET lease_until = ? "
+                "WHERE campaign_id IN (SELECT campaign_id FROM sends "
+                "                      WHERE status IN ('sending', 'paused', 'cancelling')) "
+                "AND state = 'sending' AND lease_owner = ?",
+                (lease_until, owner),
+            )
+            return cur.rowcount
+
+        return await self._write(tx)
+
+    async def ping(self) -> bool:
+        try:
+            await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except Exception:
+            return False
+        return True
 
     async def set_send_error(self, campaign_id: str, error: str | None) -> None:
         def tx(conn: sqlite3.Connection) -> None:
