@@ -179,14 +179,14 @@ async def test_no_matching_relay_keeps_the_campaign_waiting_with_the_reason(
             assert smtp.messages == []
 
 
-async def test_a_receiving_domains_rate_limit_holds_on_the_wire(tmp_path: Path) -> None:
+async def test_a_receiving_domains_rate_limit_holds_on_the_wire(database_url: str) -> None:
     from mailcore.config import DomainLimits
 
     rate, n = 100.0, 400
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/rl.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
             domains={"slow.test": DomainLimits(rate=rate)},
