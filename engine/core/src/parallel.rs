@@ -32,3 +32,46 @@ where
         Ok(out)
     })
 }
+
+/// Split `items` and `outs` (same length) into `threads` (≥ 1) matching contiguous chunks
+/// and run `work` on each pair (the first on the calling thread). On error, the error of the
+/// first failing chunk (in order) is returned; `work` must itself stop at its first error.
+pub(crate) fn for_each_chunk<T, U, F>(
+    items: &[T],
+    outs: &mut [U],
+    threads: usize,
+    work: F,
+) -> Result<()>
+where
+    T: Sync,
+    U: Send,
+    F: Fn(&[T], &mut [U]) -> Result<()> + Sync,
+{
+    debug_assert_eq!(items.len(), outs.len());
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return work(items, outs);
+    }
+    let chunk_len = items.len().div_ceil(threads);
+    let mut pairs = items.chunks(chunk_len).zip(outs.chunks_mut(chunk_len));
+    let Some((first_items, first_outs)) = pairs.next() else {
+        return Ok(());
+    };
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs.map(|(i, o)| s.spawn(move || work(i, o))).collect();
+        let first = work(first_items, first_outs);
+        let mut result = first;
+        for handle in handles {
+            match handle.join() {
+                Ok(r) => {
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        result
+    })
+}

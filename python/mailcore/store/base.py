@@ -60,18 +60,23 @@ CONTACT_STATUS_CODES: dict[str, int] = {
 UNKNOWN_STATUS_CODE = 255
 
 
-class ContactChanges(Record, frozen=True):
-    """Rows written and removed since a revision, for the audience index to catch up.
+class PackedRows(Record, frozen=True):
+    """Contact rows packed for ``AudienceIndex.upsert_packed``, as SQLite's ``group_concat``
+    returns them: ``seqs`` and ``statuses`` are decimal numbers separated by ``,`` (a status
+    as its code in :data:`CONTACT_STATUS_CODES`), ``tags_json`` each row's stored JSON array
+    of tags, one per line."""
 
-    The written rows come as raw columns for ``AudienceIndex.upsert_raw``: ``seqs`` is
-    little-endian u32 (``array('I')``), ``statuses`` one code byte per row
-    (:data:`CONTACT_STATUS_CODES`), ``tags_json`` each row's stored JSON array of tags.
-    """
-
-    revision: int
     seqs: bytes
     statuses: bytes
-    tags_json: list[bytes]
+    tags_json: bytes
+
+
+class ContactChanges(Record, frozen=True):
+    """Rows written and removed since a revision, for the audience index to catch up: the
+    written rows in chunks (a whole account is read in chunks of bounded size)."""
+
+    revision: int
+    chunks: list[PackedRows]
     removed: list[int]
 
 

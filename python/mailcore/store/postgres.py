@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
-from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -99,6 +97,7 @@ from .base import (
     EventRecord,
     HoldRow,
     IdempotentReplay,
+    PackedRows,
     RecipientResult,
     RecipientWork,
     SendRow,
@@ -139,9 +138,13 @@ _ENDPOINT_COLUMNS = (
     "created_at, updated_at, batch_size"
 )
 _CONTACT_CHANGES_SQL = (
-    "SELECT seq, CASE status "
+    # The rows written since a revision, as one row of packed columns (see PackedRows):
+    # no Python object per contact. The three aggregates share one order.
+    "SELECT convert_to(string_agg(seq::text, ',' ORDER BY seq), 'UTF8'), "
+    "convert_to(string_agg((CASE status "
     + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CONTACT_STATUS_CODES.items())
-    + f" ELSE {UNKNOWN_STATUS_CODE} END, tags FROM contacts "
+    + f" ELSE {UNKNOWN_STATUS_CODE} END)::text, ',' ORDER BY seq), 'UTF8'), "
+    "convert_to(string_agg(tags::text, E'\\n' ORDER BY seq), 'UTF8') FROM contacts "
     "WHERE account_id = %s AND rev > %s AND rev <= %s"
 )
 # Recipients a send still has to deliver; the partial index recipients_open covers them.
@@ -985,16 +988,13 @@ class PostgresStore(Store):
                 "SELECT rev FROM contact_revisions WHERE account_id = %s", (account_id,)
             ).fetchone()
             revision = 0 if row is None else int(row[0])
-            seqs = array("I")
-            statuses = b""
-            tags_json: list[bytes] = []
+            chunks: list[PackedRows] = []
             removed: list[int] = []
             if revision > since:
-                rows = conn.execute(_CONTACT_CHANGES_SQL, (account_id, since, revision)).fetchall()
-                seqs = array("I", [r[0] for r in rows])
-                statuses = bytes([r[1] for r in rows])
-                tags_json = [r[2] for r in rows]
-                del rows
+                packed = conn.execute(_CONTACT_CHANGES_SQL, (account_id, since, revision))
+                seqs, statuses, tags_json = packed.fetchone() or (None, None, None)
+                if seqs is not None:  # string_agg of no rows is NULL
+                    chunks.append(PackedRows(seqs=seqs, statuses=statuses, tags_json=tags_json))
                 removed = [
                     r[0]
                     for r in conn.execute(
@@ -1003,15 +1003,7 @@ class PostgresStore(Store):
                         (account_id, since, revision),
                     )
                 ]
-            if sys.byteorder != "little":
-                seqs.byteswap()
-            return ContactChanges(
-                revision=revision,
-                seqs=seqs.tobytes(),
-                statuses=statuses,
-                tags_json=tags_json,
-                removed=removed,
-            )
+            return ContactChanges(revision=revision, chunks=chunks, removed=removed)
 
         # One REPEATABLE READ snapshot: the revision and the rows up to it agree.
         return await self._tx(q, snapshot=True)

