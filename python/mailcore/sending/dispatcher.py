@@ -464,10 +464,15 @@ class Dispatcher:
                 dest.opened()
                 return conn
         # Down: this message and every one waiting for this relay fail over to the next
-        # matching relay, or go back to the database.
-        await self._dispatch(msg)
+        # matching relay, or go back to the database. Taken off the queue first, then
+        # routed once each: if the relay's backoff has run out meanwhile (a slow connect
+        # attempt outlasts it), routing puts them back on this relay, and taking them
+        # again in the same loop would spin forever without yielding.
+        waiting = [msg]
         while (queued := dest.take()) is not None:
-            await self._dispatch(queued)
+            waiting.append(queued)
+        for m in waiting:
+            await self._dispatch(m)
         return None
 
     def _retry_at(self, msg: Outbound, now: float) -> float | None:
