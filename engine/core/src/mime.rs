@@ -1356,6 +1356,17 @@ mod tests {
                 .render_batch_with_threads(&recs2, DATE, threads)
                 .unwrap_err();
             assert!(err.to_string().contains("\"bad\""), "{err}");
+            let err = r
+                .plan_batch(&recs2, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("\"bad\""), "{err}");
+            let mut late = recs.clone();
+            late[599].message_id = "bad id";
+            late[40].message_id = "bad<id>";
+            let err = r
+                .plan_batch(&late, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("bad<id>"), "{err}");
         }
     }
 
