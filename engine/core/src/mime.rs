@@ -3,9 +3,10 @@
 //! [`MessageRenderer::new`] compiles the campaign once: the subject, the preheader, the HTML
 //! (as HTML, see [`crate::html`]) and the optional text template, every header that does not
 //! depend on the recipient, the open and click tracking of the HTML part (see
-//! [`crate::tracking`]), the text part derived from the HTML template (see
-//! [`crate::textpart`]), and the quoted-printable encoding of every long literal text of the
-//! bodies (see [`crate::qp::QpChunk`]). Per recipient only the values, the tracking token
+//! [`crate::tracking`]), the text part derived from the HTML template (the rules of
+//! [`crate::text`] with each field standing for opaque text: its value, as text), and the
+//! quoted-printable encoding of every long literal text of the bodies (see
+//! [`crate::qp::QpChunk`]). Per recipient only the values, the tracking token
 //! and the per-message headers are written and encoded. A message is one RFC 5322
 //! message (CRLF line endings, not dot-stuffed):
 //!
@@ -264,7 +265,7 @@ pub struct MessageRenderer {
 }
 
 /// A message ready to be written: the recipient's bytes and references to the renderer's
-/// precomputed text (see [`MessageRenderer::plan`]). Reusable: planning clears it.
+/// precomputed text (see [`MessageRenderer::plan_batch`]). Reusable: planning clears it.
 #[derive(Debug, Clone, Default)]
 pub struct RenderPlan {
     /// The recipient's bytes.
@@ -1356,6 +1357,17 @@ mod tests {
                 .render_batch_with_threads(&recs2, DATE, threads)
                 .unwrap_err();
             assert!(err.to_string().contains("\"bad\""), "{err}");
+            let err = r
+                .plan_batch(&recs2, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("\"bad\""), "{err}");
+            let mut late = recs.clone();
+            late[599].message_id = "bad id";
+            late[40].message_id = "bad<id>";
+            let err = r
+                .plan_batch(&late, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("bad<id>"), "{err}");
         }
     }
 

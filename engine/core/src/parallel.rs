@@ -33,9 +33,14 @@ where
     })
 }
 
-/// Split `items` and `outs` (same length) into `threads` (≥ 1) matching contiguous chunks
-/// and run `work` on each pair (the first on the calling thread). On error, the error of the
-/// first failing chunk (in order) is returned; `work` must itself stop at its first error.
+/// Items per piece of work handed to a thread by [`for_each_chunk`].
+const PIECE: usize = 32;
+
+/// Run `work` on matching pieces of `items` and `outs` (same length) on `threads` (≥ 1)
+/// threads (the calling thread is one). Threads take the next piece as they finish one, so a
+/// thread that the OS pauses does not hold the others up (with a fixed split, the whole batch
+/// waits for the slowest share). On error, the error of the first failing piece (in order)
+/// is returned; `work` must itself stop at its first error.
 pub(crate) fn for_each_chunk<T, U, F>(
     items: &[T],
     outs: &mut [U],
@@ -48,30 +53,37 @@ where
     F: Fn(&[T], &mut [U]) -> Result<()> + Sync,
 {
     debug_assert_eq!(items.len(), outs.len());
-    let threads = threads.clamp(1, items.len().max(1));
+    let threads = threads.clamp(1, items.len().div_ceil(PIECE).max(1));
     if threads == 1 {
         return work(items, outs);
     }
-    let chunk_len = items.len().div_ceil(threads);
-    let mut pairs = items.chunks(chunk_len).zip(outs.chunks_mut(chunk_len));
-    let Some((first_items, first_outs)) = pairs.next() else {
-        return Ok(());
-    };
-    let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = pairs.map(|(i, o)| s.spawn(move || work(i, o))).collect();
-        let first = work(first_items, first_outs);
-        let mut result = first;
-        for handle in handles {
-            match handle.join() {
-                Ok(r) => {
-                    if result.is_ok() {
-                        result = r;
-                    }
+    let pieces = std::sync::Mutex::new(items.chunks(PIECE).zip(outs.chunks_mut(PIECE)).enumerate());
+    let first_error: std::sync::Mutex<Option<(usize, crate::error::Error)>> =
+        std::sync::Mutex::new(None);
+    let run = || loop {
+        let next = pieces.lock().map_or(None, |mut p| p.next());
+        let Some((k, (items, outs))) = next else {
+            break;
+        };
+        if let Err(e) = work(items, outs) {
+            if let Ok(mut first) = first_error.lock() {
+                if first.as_ref().is_none_or(|(j, _)| k < *j) {
+                    *first = Some((k, e));
                 }
-                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        result
-    })
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(run)).collect();
+        run();
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    match first_error.into_inner() {
+        Ok(Some((_, e))) => Err(e),
+        _ => Ok(()),
+    }
 }

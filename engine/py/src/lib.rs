@@ -422,17 +422,27 @@ fn write_plans(
             assert_eq!(at, target.len, "plan shorter than its target");
         }
     };
-    let threads = threads.clamp(1, plans.len().max(1));
-    let per = plans.len().div_ceil(threads).max(1);
+    // Threads take the next 32 messages as they finish (a paused thread holds no share up).
+    const PIECE: usize = 32;
+    let pieces = plans.len().div_ceil(PIECE);
+    let threads = threads.clamp(1, pieces.max(1));
+    if threads == 1 {
+        return write(plans, targets);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || loop {
+        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if k >= pieces {
+            break;
+        }
+        let range = k * PIECE..plans.len().min((k + 1) * PIECE);
+        write(&plans[range.clone()], &targets[range]);
+    };
     std::thread::scope(|s| {
-        let mut pairs = plans.chunks(per).zip(targets.chunks(per));
-        let first = pairs.next();
-        for (p, t) in pairs {
-            s.spawn(move || write(p, t));
+        for _ in 1..threads {
+            s.spawn(run);
         }
-        if let Some((p, t)) = first {
-            write(p, t);
-        }
+        run();
     });
 }
 

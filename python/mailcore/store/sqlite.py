@@ -75,8 +75,8 @@ _PACKED_COLUMNS = (
 )
 # Catching up: the rows written since a revision.
 _CONTACT_CHANGES_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND rev > ? AND rev <= ?"
-# The first load of an account, in chunks of consecutive seqs (bounded memory per chunk; the
-# account's rows are found through the (account_id, seq) index).
+# The first load of an account, in chunks of consecutive seqs (bounded memory per chunk),
+# read from the covering index contacts_audience (account_id, seq, status, tags) alone.
 _CONTACT_CHUNK_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND seq >= ? AND seq < ?"
 _CONTACT_CHUNK_SEQS = 1 << 18
 
