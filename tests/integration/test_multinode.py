@@ -78,6 +78,25 @@ async def test_concurrent_claims_from_two_nodes_never_overlap(settings: Settings
         assert owners[0][0] == len({owner for owner, _ in claimed})
 
 
+async def test_a_pause_from_another_node_stops_claims_at_once(settings: Settings) -> None:
+    """A sender that read the send as sending before the pause (its status snapshot is
+    stale) claims nothing once the pause has committed; resuming lets it claim again."""
+    async with Mailcore.open(settings) as api, Mailcore.open(settings) as sender:
+        account_id, campaign_id = await sending(api, 200)
+        first = await sender.store.claim_recipients(campaign_id, 50, NOW, NOW + 60, "s")
+        assert len(first) == 50
+        scope = api.account(account_id)
+        assert (await scope.campaigns.pause(campaign_id)).status == "paused"
+        assert await sender.store.claim_recipients(campaign_id, 50, NOW, NOW + 60, "s") == []
+        counts = await sender.store.recipient_counts(campaign_id)
+        assert counts.get("sending") == 50 and counts.get("queued") == 150
+        await scope.campaigns.resume(campaign_id)
+        again = await sender.store.claim_recipients(campaign_id, 500, NOW, NOW + 60, "s")
+        assert len(again) == 150
+        await scope.campaigns.cancel(campaign_id)
+        assert await sender.store.claim_recipients(campaign_id, 50, NOW + 61, NOW + 90) == []
+
+
 async def test_a_finished_send_is_settled_exactly_once(settings: Settings) -> None:
     async with Mailcore.open(settings) as a, Mailcore.open(settings) as b:
         account_id, campaign_id = await sending(a, 300)

@@ -83,6 +83,7 @@ class Dispatcher:
         self._signer = TokenSigner(mc.secret_key)
         self._renderers: dict[str, BatchRenderer] = {}
         self._wakeup = anyio.Event()
+        self._status_changed = anyio.Event()
         self._failing: set[str] = set()  # campaigns whose last_error is set
         self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
@@ -99,6 +100,7 @@ class Dispatcher:
     def wake(self) -> None:
         """A send started, paused, resumed or was cancelled: look for work now."""
         self._wakeup.set()
+        self._status_changed.set()
 
     # -- the task tree -------------------------------------------------------------
 
@@ -121,10 +123,21 @@ class Dispatcher:
                 tg.start_soon(self._recorder, res_rx)
                 tg.start_soon(self._limits)
                 tg.start_soon(self._renew_leases)
+                tg.start_soon(self._watch_pauses)
                 task_status.started()
                 await self._feeder()
         finally:
             self.mc.remove_send_listener(self.wake)
+
+    async def _watch_pauses(self) -> None:
+        """Keeps the set of paused campaigns current even while the feeder waits for
+        room in the window, so a pause also stops what is already queued in memory."""
+        while True:
+            with anyio.move_on_after(self.poll_seconds):
+                await self._status_changed.wait()
+            self._status_changed = anyio.Event()
+            sends = await self.mc.store.active_sends()
+            self._paused = {s.campaign_id for s in sends if s.status == "paused"}
 
     # -- feeder --------------------------------------------------------------------
 

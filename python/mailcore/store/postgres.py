@@ -1332,6 +1332,14 @@ class PostgresStore(Store):
         self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
         def tx(conn: Conn) -> list[RecipientWork]:
+            # FOR SHARE on the send's row: a pause or cancel (which lock it FOR UPDATE)
+            # commits either before this claim, which then sees it and claims nothing,
+            # or after it, and then it sees what was claimed as in flight.
+            status = conn.execute(
+                "SELECT status FROM sends WHERE campaign_id = %s FOR SHARE", (campaign_id,)
+            ).fetchone()
+            if status is None or status[0] != "sending":
+                return []
             # SKIP LOCKED: rows another node is claiming at this instant are passed over,
             # not waited for; the re-check under the row lock (READ COMMITTED) drops rows
             # another node claimed and committed since this statement's snapshot.

@@ -1235,6 +1235,13 @@ class SqliteStore(Store):
         self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
         def tx(conn: sqlite3.Connection) -> list[RecipientWork]:
+            # Checked in the claim's own transaction: a pause or cancel that committed
+            # before it stops this claim, even if the caller read the status earlier.
+            status = conn.execute(
+                "SELECT status FROM sends WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if status is None or status[0] != "sending":
+                return []
             seqs = [
                 r[0]
                 for r in conn.execute(
