@@ -24,7 +24,7 @@ $(STAMP): $(ENGINE_SRC)
 demo: setup ## the main job: API on loopback, an account, contacts imported, a campaign and its cost
 	$(VENV)/bin/mailcore demo
 
-test: setup lint ## lint, then the Rust and Python test suites
+test: setup lint ## lint, then the Rust and Python test suites (Python: on SQLite and PostgreSQL)
 	cargo test --quiet -p mailcore-engine
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

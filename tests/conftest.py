@@ -1,11 +1,17 @@
-"""Shared fixtures: a Mailcore on a fresh SQLite file, the API served by hypercorn on
-loopback, and HTTP clients authenticated as fresh accounts."""
+"""Shared fixtures: a fresh database on each store (every test that asks for one runs on
+SQLite and on PostgreSQL), a Mailcore on it, the API served by hypercorn on loopback, and
+HTTP clients authenticated as fresh accounts.
+
+``--store sqlite`` / ``--store postgres`` (or ``MAILCORE_TEST_STORES=sqlite``) runs one
+half only. The PostgreSQL server is started once per session (see tests/pg.py) or taken
+from ``MAILCORE_TEST_POSTGRES_URL``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +19,42 @@ import trio
 
 from mailcore import Mailcore, Settings
 from mailcore.rest.server import serve
+from tests.pg import Cluster
+
+STORES = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        action="append",
+        choices=STORES,
+        help="run the store-touching tests on this store only (repeatable; default: "
+        "both, or MAILCORE_TEST_STORES=sqlite,postgres)",
+    )
+
+
+def selected_stores(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("--store") or [
+        s.strip() for s in os.environ.get("MAILCORE_TEST_STORES", ",".join(STORES)).split(",")
+    ]
+    unknown = set(chosen) - set(STORES)
+    if unknown:
+        raise pytest.UsageError(f"unknown store(s) {sorted(unknown)}; expected {STORES}")
+    return [s for s in STORES if s in chosen]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that needs a database (directly or through mc, api, tenant, settings...)
+    # runs once per store: test_x[sqlite], test_x[postgres].
+    # @pytest.mark.stores("postgres"): a test that only makes sense on some stores (several
+    # nodes need PostgreSQL).
+    if "store_kind" in metafunc.fixturenames:
+        stores = selected_stores(metafunc.config)
+        only = metafunc.definition.get_closest_marker("stores")
+        if only is not None:
+            stores = [s for s in stores if s in only.args]
+        metafunc.parametrize("store_kind", stores)
 
 
 @pytest.fixture
@@ -20,13 +62,47 @@ def anyio_backend() -> str:
     return "trio"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    cluster = Cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings.load(
-        env={},
-        database_url=f"sqlite:///{tmp_path}/mailcore.db",
-        secret_key="test-secret",
+def new_database_url(
+    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty databases on the test's store (several per test: hypothesis
+    examples, two-process tests); PostgreSQL ones are dropped after the test."""
+    made: list[str] = []
+    cluster: Cluster | None = (
+        request.getfixturevalue("pg_cluster") if store_kind == "postgres" else None
     )
+
+    def make() -> str:
+        if cluster is None:
+            return f"sqlite:///{tmp_path_factory.mktemp('db')}/mailcore.db"
+        url = cluster.create_database()
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        assert cluster is not None
+        cluster.drop_database(url)
+
+
+@pytest.fixture
+def database_url(new_database_url: Callable[[], str]) -> str:
+    return new_database_url()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings.load(env={}, database_url=database_url, secret_key="test-secret")
 
 
 @pytest.fixture

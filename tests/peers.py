@@ -37,6 +37,7 @@ class RecordingHandler:
     reject: Sequence[tuple[str, str]] = ()
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    keep_content: bool = True  # False: record envelopes only (big sends, little memory)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -48,7 +49,7 @@ class RecordingHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
+        content = (envelope.original_content or b"") if self.keep_content else b""
         with self.lock:
             self.messages.append(
                 Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(content))
@@ -64,10 +65,11 @@ class RecordingHandler:
 def aiosmtpd_server(
     reject: Sequence[tuple[str, str]] = (),
     port: int | None = None,
+    keep_content: bool = True,
     hostname: str = "127.0.0.1",
     **kwargs: Any,
 ) -> Iterator[tuple[int, RecordingHandler]]:
-    handler = RecordingHandler(reject=reject)
+    handler = RecordingHandler(reject=reject, keep_content=keep_content)
     port = port or free_port()
     controller = Controller(
         handler, hostname=hostname, port=port, data_size_limit=10_000_000, **kwargs

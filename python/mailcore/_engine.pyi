@@ -46,16 +46,25 @@ def parse_usd(text: str) -> int:
 
 @final
 class Template:
-    """A compiled merge-tag template (``{{ path }}`` / ``{{ path | default: "x" }}``)."""
+    """A compiled merge-tag template (``{{ path }}`` / ``{{ path | default: "x" }}``).
 
-    def __init__(self, source: str) -> None: ...
+    ``html=True`` compiles an HTML template: every field gets the escaping of its context
+    (text, attribute value, start of a URL attribute whose scheme a value could set: a value
+    with a scheme other than http, https, mailto or tel renders as
+    ``about:invalid#blocked``), unquoted attribute values holding a field are quoted, and a
+    field where no escaping is safe (inside a tag but not in an attribute value, in
+    ``<script>``/``<style>``, in an ``on*`` attribute, in the middle of a URL scheme) is a
+    ``TemplateError``."""
+
+    def __init__(self, source: str, *, html: bool = False) -> None: ...
     @property
     def fields(self) -> list[str]:
         """Distinct field paths referenced, in order of first appearance."""
     @property
     def source(self) -> str: ...
     def render(self, values: dict[str, str], *, html: bool) -> str:
-        """Substitute ``values`` (field path -> value); ``html=True`` HTML-escapes substitutions."""
+        """Substitute ``values`` (field path -> value); ``html=True`` HTML-escapes
+        substitutions (for their context when compiled with ``html=True``)."""
 
 @final
 class AudienceIndex:
@@ -73,6 +82,11 @@ class AudienceIndex:
         """Batch upsert from storage columns: ``contacts`` little-endian u32
         (``array('I').tobytes()``), ``statuses`` one byte each, ``tags_json[i]`` a JSON
         array of strings. Invalid input raises ``EngineError`` and changes nothing."""
+    def upsert_packed(self, contacts: bytes, statuses: bytes, tags_json: bytes) -> None:
+        """Batch upsert from packed storage columns (what SQLite's ``group_concat`` returns
+        for a batch): ``contacts`` and ``statuses`` decimal numbers separated by ``,``,
+        ``tags_json`` the rows' JSON arrays of strings one after another (whitespace between).
+        Invalid input raises ``EngineError`` and changes nothing."""
     def remove(self, contact: int) -> bool: ...
     def count(
         self,
@@ -101,7 +115,11 @@ class MessageRenderer:
     message (CRLF line endings, quoted-printable parts, not dot-stuffed) per recipient.
 
     Template errors raise ``TemplateError`` prefixed with the part name (``"subject: ..."``);
-    invalid addresses, extra header names/values (CR/LF) raise ``EngineError``.
+    invalid addresses, extra header names/values (CR/LF) raise ``EngineError``. ``html`` and
+    ``preheader`` are HTML templates (``Template(source, html=True)``: fields escaped for
+    their context). Without ``text``, the text part is derived from the HTML template (fields
+    contribute their values as text). Literal text is quoted-printable encoded once, here; a
+    soft line break precedes literal text that follows a substituted value.
 
     Tracking (off by default) is compiled once here; per message only the token is written.
     ``tracking_base`` is an absolute http(s) URL without trailing ``/``, query or fragment,
@@ -165,7 +183,11 @@ class MessageRenderer:
         tracking_tokens: Sequence[str] | None = None,
         dkim_timestamp: int | None = None,
     ) -> list[bytes]:
-        """Render one message per recipient with the GIL released; lengths must match."""
+        """Render one message per recipient with the GIL released; lengths must match.
+
+        Each message is written once, straight into its ``bytes``. On glibc, the first call
+        makes the process keep freed heap memory (up to 256 MiB) for reuse instead of
+        returning it to the kernel, so each batch does not fault in its memory afresh."""
 
 @final
 class DkimSigner:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from array import array
 
 import anyio
+import anyio.to_thread
 
 from . import _engine
-from .store import CONTACT_STATUS_CODES, Store
+from .store import CONTACT_STATUS_CODES, ContactChanges, Store
 
 STATUS_CODES = CONTACT_STATUS_CODES
 SUBSCRIBED = [STATUS_CODES["subscribed"]]
@@ -26,6 +27,11 @@ class _AccountIndex:
         self.index = _engine.AudienceIndex()
         self.revision = 0
         self.lock = anyio.Lock()
+
+
+def _apply(index: _engine.AudienceIndex, changes: ContactChanges) -> None:
+    for chunk in changes.chunks:
+        index.upsert_packed(chunk.seqs, chunk.statuses, chunk.tags_json)
 
 
 class AudienceIndexes:
@@ -41,8 +47,11 @@ class AudienceIndexes:
         async with entry.lock:
             changes = await self._store.contact_changes(account_id, entry.revision)
             if changes.revision != entry.revision:
-                if changes.seqs:
-                    entry.index.upsert_raw(changes.seqs, changes.statuses, changes.tags_json)
+                if changes.chunks:
+                    # In a worker thread: a first load is a few hundred ms of engine work
+                    # (GIL released), which must not stall the event loop. No query can run
+                    # meanwhile: callers use the index right after `current` returns.
+                    await anyio.to_thread.run_sync(_apply, entry.index, changes)
                 for seq in changes.removed:
                     entry.index.remove(seq)
                 entry.revision = changes.revision

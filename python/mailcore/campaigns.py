@@ -36,10 +36,11 @@ _encode = msgspec.json.Encoder().encode
 _decode_definition = msgspec.json.Decoder(CampaignCreate).decode
 
 
-def compile_template(source: str, field: str) -> _engine.Template:
-    """Compile a merge-tag template; a TemplateInvalid (400) names the field and the tag."""
+def compile_template(source: str, field: str, *, html: bool = False) -> _engine.Template:
+    """Compile a merge-tag template (``html``: as HTML, as the renderer will); a
+    TemplateInvalid (400) names the field and the tag."""
     try:
-        return _engine.Template(source)
+        return _engine.Template(source, html=html)
     except _engine.TemplateError as exc:
         raise TemplateInvalid(
             f"{field}: {exc}", field=field, tag=exc.field, offset=exc.offset
@@ -57,8 +58,8 @@ def clean_definition(body: CampaignCreate) -> CampaignCreate:
         raise ValidationError("a campaign needs a subject", field="subject")
     preheader = clean_text(body.preheader, "preheader", max_length=500) or ""
     compile_template(subject, "subject")
-    compile_template(preheader, "preheader")
-    compile_template(body.content.html, "content.html")
+    compile_template(preheader, "preheader", html=True)
+    compile_template(body.content.html, "content.html", html=True)
     if body.content.text is not None:
         compile_template(body.content.text, "content.text")
     tags = clean_tags(body.audience.tags, "audience.tags")

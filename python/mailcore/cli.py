@@ -66,23 +66,67 @@ def _usd_arg(text: str) -> int:
 def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="port")] = None,
-    sender: Annotated[bool, typer.Option(help="also run the sender in this process")] = True,
+    port: Annotated[int | None, typer.Option(help="port (the API, or only /v1/health)")] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="what this process does: api, sender, webhooks, several separated by "
+            "commas, or all. Scale each part with more processes on one PostgreSQL "
+            "database; a process without the api role serves only /v1/health."
+        ),
+    ] = "all",
 ) -> None:
-    """Serve the REST API (hypercorn, Trio worker) and send campaigns; a restart resumes
-    every campaign that was sending."""
+    """Serve the REST API (hypercorn, Trio worker), send campaigns and deliver webhooks; a
+    restart resumes every campaign that was sending."""
+    from .node import parse_roles
     from .rest.server import run
 
+    roles = parse_roles(role)
     settings = _settings(config, host=host, port=port)
+    if len(roles) < 3 and settings.database_url.startswith("sqlite:") and "sender" in roles:
+        # A sender on SQLite hands back every lease at start: another sender process on
+        # the same file would lose its work to it.
+        console.print("[yellow]note[/yellow]: on SQLite run exactly one sender process")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    console.print(f"mailcore serving on http://{settings.host}:{settings.port}")
+    what = "API" if "api" in roles else "health"
+    console.print(
+        f"mailcore ({', '.join(sorted(roles))}) serving {what} on "
+        f"http://{settings.host}:{settings.port}"
+    )
     try:
-        trio.run(partial(run, settings, sender=sender))
+        trio.run(partial(run, settings, roles=roles))
     except MailcoreError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Bring the database (SQLite or PostgreSQL, from MAILCORE_DATABASE_URL) to the
+    current schema, then print its version. Safe to run on a live deployment and from
+    several nodes at once (PostgreSQL migrates under an advisory lock)."""
+    from .store import store_from_url
+
+    settings = _settings(config)
+
+    async def go() -> tuple[int, int]:
+        store = store_from_url(settings.database_url, pool_size=1)
+        await store.open()  # applies what is pending
+        await store.close()
+        return store.migrated_from, store.schema_version
+
+    try:
+        before, after = trio.run(go)
+    except MailcoreError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        raise typer.Exit(2) from None
+    applied = after - before
+    console.print(
+        f"schema version {after}"
+        + (f" ({applied} migration{'s' * (applied != 1)} applied)" if applied else " (up to date)")
+    )
 
 
 @app.command()

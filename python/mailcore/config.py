@@ -81,7 +81,11 @@ class DomainLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # sqlite:///PATH (embedded, one node) or postgresql://USER@HOST:PORT/DB (several nodes).
     database_url: str = "sqlite:///./mailcore.db"
+    # PostgreSQL: connections per process (API requests, the sender and the webhook
+    # dispatcher share them).
+    database_pool_size: int = 10
     smtp_url: str = "smtp://127.0.0.1:2525"
     public_url: str = "http://127.0.0.1:8025"
     # Signs tracking and unsubscribe tokens. Empty: a random key is made once and kept
@@ -102,7 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Recipients leased and not yet recorded, at most: what a crash can send twice.
     max_in_flight: int = 1_000
     result_flush_seconds: float = 0.2
-    lease_seconds: float = 300.0
+    # A sender renews its leases every third of this; a node that dies stops renewing, and
+    # after this long other nodes (PostgreSQL) take over what it held.
+    lease_seconds: float = 60.0
     # Seconds to wait before each retry of a deferred (4xx) recipient; after the last one,
     # or once the first attempt is older than retry_max_age_seconds, the recipient fails.
     retry_schedule: tuple[int, ...] = (60, 300, 1800, 7200, 21600)
@@ -182,6 +188,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(
                 "max_in_flight must be at least send_batch_size", field="max_in_flight"
             )
+        if self.lease_seconds <= 0:
+            raise ValidationError("lease_seconds must be positive", field="lease_seconds")
+        if self.database_pool_size <= 0:
+            raise ValidationError("database_pool_size must be positive", field="database_pool_size")
         if self.messages_per_connection <= 0 or self.direct_connections <= 0:
             raise ValidationError(
                 "messages_per_connection and direct_connections must be positive",

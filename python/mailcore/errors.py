@@ -98,6 +98,13 @@ class IdempotencyKeyReused(MailcoreError):
     code = "idempotency_key_reused"
 
 
+class StoreUnavailable(MailcoreError):
+    """The database cannot be reached (PostgreSQL down, wrong address or credentials)."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 __all__ = [
     "Conflict",
     "DuplicateContact",
@@ -110,6 +117,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "StoreUnavailable",
     "TemplateInvalid",
     "Unauthorized",
     "UnsupportedMediaType",

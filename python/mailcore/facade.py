@@ -4,6 +4,7 @@ embedding programs all use."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,8 @@ from .campaigns import Campaigns
 from .config import Settings
 from .contacts import Contacts
 from .ids import Clock, utcnow
+from .models import Health, SenderHealth, WebhooksHealth
+from .node import Node
 from .store import Store, store_from_url
 from .wallet import WalletService
 from .webhooks.endpoints import WebhookEndpoints
@@ -44,6 +47,35 @@ class Mailcore:
         self.audiences = AudienceIndexes(store)
         self.accounts = Accounts(self)
         self._send_listeners: list[Callable[[], None]] = []
+        # This process as a node of a deployment (its id names the leases it holds).
+        self.node = Node()
+
+    async def health(self) -> Health:
+        """This process: its roles, whether the database answers, what it is working on."""
+        reachable = await self.store.ping()
+        sender = self.node.sender
+        hooks = self.node.webhooks
+        return Health(
+            status="ok" if reachable else "unavailable",
+            node=self.node.id,
+            roles=sorted(self.node.roles),  # type: ignore[arg-type]  # ROLES are the literals
+            store="postgresql" if self.store.kind == "postgresql" else "sqlite",
+            store_reachable=reachable,
+            schema_version=self.store.schema_version,
+            uptime_seconds=round(time.time() - self.node.started_at, 3),
+            sender=None
+            if sender is None
+            else SenderHealth(
+                campaigns=dict(sender.campaigns),
+                in_flight=sender.in_flight,
+                max_in_flight=self.settings.max_in_flight,
+                recorded=sender.recorded,
+                last_claim_at=sender.last_claim_at,
+            ),
+            webhooks=None
+            if hooks is None
+            else WebhooksHealth(delivered=hooks.delivered, last_claim_at=hooks.last_claim_at),
+        )
 
     def add_send_listener(self, listener: Callable[[], None]) -> None:
         """Called whenever a send starts or is cancelled (the dispatcher wakes up)."""
@@ -70,7 +102,7 @@ class Mailcore:
         cls, settings: Settings | None = None, *, clock: Clock = utcnow
     ) -> AsyncIterator[Mailcore]:
         settings = settings if settings is not None else Settings.load()
-        store = store_from_url(settings.database_url)
+        store = store_from_url(settings.database_url, pool_size=settings.database_pool_size)
         await store.open()
         try:
             secret = settings.secret_key or await store.get_or_set_meta(

@@ -267,6 +267,41 @@ class AccountCreated(_Out, frozen=True):
     api_key: str
 
 
+# -- health -------------------------------------------------------------------------
+
+
+class SenderHealth(_Out, frozen=True):
+    """What a sender node is working on."""
+
+    campaigns: Annotated[
+        dict[str, int],
+        Meta(description="campaign id -> recipients this node has sent and recorded"),
+    ]
+    in_flight: Annotated[int, Meta(description="recipients leased and not yet recorded")]
+    max_in_flight: int
+    recorded: int
+    last_claim_at: float | None
+
+
+class WebhooksHealth(_Out, frozen=True):
+    delivered: int
+    last_claim_at: float | None
+
+
+class Health(_Out, frozen=True):
+    """One process of a deployment: 200 when its database answers, else 503."""
+
+    status: Literal["ok", "unavailable"]
+    node: Annotated[str, Meta(description="this process: host:pid:random")]
+    roles: list[Literal["api", "sender", "webhooks"]]
+    store: Literal["sqlite", "postgresql"]
+    store_reachable: bool
+    schema_version: int
+    uptime_seconds: float
+    sender: SenderHealth | None
+    webhooks: WebhooksHealth | None
+
+
 # -- webhooks -----------------------------------------------------------------------
 
 WebhookEventType = Literal[

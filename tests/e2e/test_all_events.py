@@ -27,13 +27,13 @@ pytestmark = pytest.mark.anyio
 HTML = '<html><body><p>Hi {{firstName}}</p><a href="https://acme.example/x">x</a></body></html>'
 
 
-async def test_eight_event_types_end_to_end(tmp_path: Path) -> None:
+async def test_eight_event_types_end_to_end(tmp_path: Path, database_url: str) -> None:
     receiver = WebhookReceiver(fail_first=2)
     api_port = free_port()
     with aiosmtpd_server(reject=[("refused@*", "550 5.1.1 no such user")]) as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/all.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             public_url=f"http://127.0.0.1:{api_port}",
             secret_key="k",

@@ -5,8 +5,6 @@ SMTP servers on 127.0.0.x sharing one port (``mx_port``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 import pytest
 import trio
@@ -18,7 +16,7 @@ from tests.peers import aiosmtpd_server, free_port, wait_until
 pytestmark = pytest.mark.anyio
 
 
-async def test_direct_delivery_follows_mx_records(tmp_path: Path) -> None:
+async def test_direct_delivery_follows_mx_records(database_url: str) -> None:
     port = free_port()
     zone = {
         "good.test": ["MX 10 mx1.good.test.", "MX 20 mx2.good.test."],
@@ -35,7 +33,7 @@ async def test_direct_delivery_follows_mx_records(tmp_path: Path) -> None:
         dns.servfail.add("broken.test")
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/d.db",
+            database_url=database_url,
             secret_key="k",
             delivery="direct",
             dns_nameservers=(dns.nameserver,),

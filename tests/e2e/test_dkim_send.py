@@ -17,7 +17,9 @@ from tests.peers import aiosmtpd_server, wait_until
 pytestmark = pytest.mark.anyio
 
 
-async def test_campaign_messages_are_dkim_signed_and_verify(tmp_path: Path) -> None:
+async def test_campaign_messages_are_dkim_signed_and_verify(
+    tmp_path: Path, database_url: str
+) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -37,7 +39,7 @@ async def test_campaign_messages_are_dkim_signed_and_verify(tmp_path: Path) -> N
         settings = Settings.load(
             config,
             env={},
-            database_url=f"sqlite:///{tmp_path}/d.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
         )

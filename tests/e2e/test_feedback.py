@@ -60,13 +60,13 @@ def arf(message_id: str, rcpt: str) -> bytes:
     ).encode()
 
 
-async def test_dsn_and_arf_after_delivery(tmp_path: Path) -> None:
+async def test_dsn_and_arf_after_delivery(tmp_path: Path, database_url: str) -> None:
     receiver = WebhookReceiver()
     inbound_port = free_port()
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/f.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
             webhook_allow_private=True,

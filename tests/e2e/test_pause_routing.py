@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -52,12 +51,12 @@ async def wait_done(mc: Mailcore, account_id: str, campaign_id: str) -> Any:
             await trio.sleep(0.05)
 
 
-async def test_pause_and_resume_fifty_times_sends_each_recipient_once(tmp_path: Path) -> None:
+async def test_pause_and_resume_fifty_times_sends_each_recipient_once(database_url: str) -> None:
     n = 6_000
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/p.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
             send_batch_size=100,
@@ -109,12 +108,12 @@ async def test_pause_and_resume_fifty_times_sends_each_recipient_once(tmp_path: 
         assert stats.cost.actual_micros == n * 300
 
 
-async def test_relays_routed_by_from_domain_with_failover(tmp_path: Path) -> None:
+async def test_relays_routed_by_from_domain_with_failover(database_url: str) -> None:
     dead = free_port()  # nothing listens here
     with aiosmtpd_server() as (alpha_port, alpha), aiosmtpd_server() as (other_port, other):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/r.db",
+            database_url=database_url,
             secret_key="k",
             relays=(
                 # alpha.test's mail: its own relay (first down, so the second takes it).
@@ -153,12 +152,12 @@ async def test_relays_routed_by_from_domain_with_failover(tmp_path: Path) -> Non
 
 
 async def test_no_matching_relay_keeps_the_campaign_waiting_with_the_reason(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/n.db",
+            database_url=database_url,
             secret_key="k",
             relays=(RelayRoute(url=f"smtp://127.0.0.1:{port}", from_domains=("alpha.test",)),),
         )
@@ -180,14 +179,14 @@ async def test_no_matching_relay_keeps_the_campaign_waiting_with_the_reason(
             assert smtp.messages == []
 
 
-async def test_a_receiving_domains_rate_limit_holds_on_the_wire(tmp_path: Path) -> None:
+async def test_a_receiving_domains_rate_limit_holds_on_the_wire(database_url: str) -> None:
     from mailcore.config import DomainLimits
 
     rate, n = 100.0, 400
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/rl.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
             domains={"slow.test": DomainLimits(rate=rate)},

@@ -46,11 +46,13 @@ def smtp_server() -> Iterator[tuple[int, RecordingHandler]]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, smtp_server: tuple[int, RecordingHandler]) -> AsyncIterator[Stack]:
+async def stack(
+    tmp_path: Path, database_url: str, smtp_server: tuple[int, RecordingHandler]
+) -> AsyncIterator[Stack]:
     port, handler = smtp_server
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/send.db",
+        database_url=database_url,
         smtp_url=f"smtp://127.0.0.1:{port}",
         public_url="https://mail.example.test",
         secret_key="k",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import trio
 
 from mailcore import Mailcore, Settings
 from mailcore.rest.server import serve
+from tests.db import query
 from tests.peers import aiosmtpd_server, free_port
 
 pytestmark = pytest.mark.anyio
@@ -54,10 +54,10 @@ async def running(settings: Settings) -> AsyncIterator[Api]:
         nursery.cancel_scope.cancel()
 
 
-def make_settings(tmp_path: Path, smtp_port: int) -> Settings:
+def make_settings(database_url: str, smtp_port: int) -> Settings:
     return Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/e.db",
+        database_url=database_url,
         smtp_url=f"smtp://127.0.0.1:{smtp_port}",
         secret_key="k",
         retry_schedule=(1, 1),
@@ -73,10 +73,10 @@ async def wait_status(http: httpx.AsyncClient, cid: str, status: str) -> dict[st
             await trio.sleep(0.05)
 
 
-async def test_no_funds_is_402_and_the_campaign_stays_a_draft(tmp_path: Path) -> None:
+async def test_no_funds_is_402_and_the_campaign_stays_a_draft(database_url: str) -> None:
     with aiosmtpd_server() as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=299 * 10, contacts=10) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -91,10 +91,10 @@ async def test_no_funds_is_402_and_the_campaign_stays_a_draft(tmp_path: Path) ->
             assert smtp.messages == []
 
 
-async def test_send_twice_is_409_and_idempotency_key_replays(tmp_path: Path) -> None:
+async def test_send_twice_is_409_and_idempotency_key_replays(database_url: str) -> None:
     with aiosmtpd_server() as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=20) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -123,10 +123,10 @@ async def test_send_twice_is_409_and_idempotency_key_replays(tmp_path: Path) -> 
             assert len(smtp.messages) == 20
 
 
-async def test_relay_down_keeps_the_campaign_resumable_and_says_why(tmp_path: Path) -> None:
+async def test_relay_down_keeps_the_campaign_resumable_and_says_why(database_url: str) -> None:
     port = free_port()  # nothing listens here yet
     async with (
-        running(make_settings(tmp_path, port)) as api,
+        running(make_settings(database_url, port)) as api,
         api.tenant(credit_micros=1_000_000, contacts=30) as http,
     ):
         c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -146,10 +146,12 @@ async def test_relay_down_keeps_the_campaign_resumable_and_says_why(tmp_path: Pa
             assert len(smtp.messages) == 30
 
 
-async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(tmp_path: Path) -> None:
+async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(
+    database_url: str,
+) -> None:
     with aiosmtpd_server(reject=[("*", "550 5.7.1 relaying denied")]) as (port, smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=25) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -162,10 +164,10 @@ async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(tmp_pa
             assert smtp.messages == []
 
 
-async def test_4xx_is_retried_then_fails_and_is_not_charged(tmp_path: Path) -> None:
+async def test_4xx_is_retried_then_fails_and_is_not_charged(database_url: str) -> None:
     with aiosmtpd_server(reject=[("u1@*", "451 4.3.0 try later")]) as (port, _smtp):
         async with (
-            running(make_settings(tmp_path, port)) as api,
+            running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=3) as http,
         ):
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -177,11 +179,11 @@ async def test_4xx_is_retried_then_fails_and_is_not_charged(tmp_path: Path) -> N
 
 
 async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     with aiosmtpd_server(reject=[("u1@*", "451 4.2.1 mailbox busy")]) as (port, _smtp):
         settings = msgspec.structs.replace(
-            make_settings(tmp_path, port), retry_schedule=(1,) * 20, retry_max_age_seconds=2.5
+            make_settings(database_url, port), retry_schedule=(1,) * 20, retry_max_age_seconds=2.5
         )
         async with running(settings) as api, api.tenant(1_000_000, contacts=3) as http:
             c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
@@ -193,27 +195,20 @@ async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
             # Failed on age (about three tries a second apart), long before 20 retries.
             attempts = [
                 r
-                for r in await _attempts(api.mc, c["id"])
+                for r in query(
+                    database_url,
+                    "SELECT attempts, state FROM recipients WHERE campaign_id = ?",
+                    (c["id"],),
+                )
                 if r[1] == "failed"  # (attempts, state)
             ]
             assert attempts and 2 <= attempts[0][0] <= 4
 
 
-async def _attempts(mc: Mailcore, campaign_id: str) -> list[tuple[int, str]]:
-    def q(conn: Any) -> list[tuple[int, str]]:
-        return list(
-            conn.execute(
-                "SELECT attempts, state FROM recipients WHERE campaign_id = ?", (campaign_id,)
-            )
-        )
-
-    return await mc.store._read(q)  # type: ignore[attr-defined]
-
-
-async def test_cancel_stops_sending_and_charges_what_was_delivered(tmp_path: Path) -> None:
+async def test_cancel_stops_sending_and_charges_what_was_delivered(database_url: str) -> None:
     port = free_port()
     async with (
-        running(make_settings(tmp_path, port)) as api,
+        running(make_settings(database_url, port)) as api,
         api.tenant(credit_micros=1_000_000, contacts=50) as http,
     ):
         c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()

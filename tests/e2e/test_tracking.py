@@ -32,7 +32,7 @@ def html_of(raw: bytes) -> str:
     return msg.get_body(("html",)).get_content()  # type: ignore[union-attr,no-any-return]
 
 
-async def test_opens_and_clicks_from_delivered_messages(tmp_path: Path) -> None:
+async def test_opens_and_clicks_from_delivered_messages(tmp_path: Path, database_url: str) -> None:
     receiver = WebhookReceiver()
     with aiosmtpd_server() as (port, smtp):
         async with trio.open_nursery() as outer:
@@ -41,7 +41,7 @@ async def test_opens_and_clicks_from_delivered_messages(tmp_path: Path) -> None:
             api_port = await outer.start(_free_port_holder)
             settings = Settings.load(
                 env={},
-                database_url=f"sqlite:///{tmp_path}/t.db",
+                database_url=database_url,
                 smtp_url=f"smtp://127.0.0.1:{port}",
                 public_url=f"http://127.0.0.1:{api_port}",
                 secret_key="k",

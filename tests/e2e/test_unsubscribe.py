@@ -36,11 +36,13 @@ async def wait_sent(http: httpx.AsyncClient, cid: str) -> dict[str, int]:
             await trio.sleep(0.05)
 
 
-async def test_one_click_unsubscribe_from_a_delivered_message(tmp_path: Path) -> None:
+async def test_one_click_unsubscribe_from_a_delivered_message(
+    tmp_path: Path, database_url: str
+) -> None:
     with aiosmtpd_server() as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/u.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
         )
@@ -91,12 +93,14 @@ async def test_one_click_unsubscribe_from_a_delivered_message(tmp_path: Path) ->
             nursery.cancel_scope.cancel()
 
 
-async def test_contact_unsubscribed_after_the_plan_is_suppressed(tmp_path: Path) -> None:
+async def test_contact_unsubscribed_after_the_plan_is_suppressed(
+    tmp_path: Path, database_url: str
+) -> None:
     """Unsubscribed between send and delivery: recorded as suppressed, never sent, not
     charged."""
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/s.db",
+        database_url=database_url,
         smtp_url="smtp://127.0.0.1:9",
         secret_key="k",
     )

@@ -4,7 +4,6 @@ acknowledged at least once or marked failed; none is lost or left hanging."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ import trio
 
 from mailcore import Mailcore, Settings
 from mailcore.models import WebhookCreate
-from mailcore.store import sqlite_path
 from mailcore.webhooks.events import EmailEventData, record
+from tests.db import query, scalar
 from tests.peers import WebhookReceiver, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -21,18 +20,19 @@ pytestmark = pytest.mark.anyio
 N = 400
 
 
-async def test_random_failures_and_a_killed_dispatcher_lose_nothing(tmp_path: Path) -> None:
+async def test_random_failures_and_a_killed_dispatcher_lose_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
     receiver = WebhookReceiver(fail_rate=0.3)
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/c.db",
+        database_url=database_url,
         secret_key="k",
         webhook_allow_private=True,
         webhook_retry_schedule=(0, 0, 0, 0, 0, 0),
         webhook_lease_seconds=1.0,
         webhook_concurrency=8,
     )
-    db = sqlite_path(settings.database_url)
     async with Mailcore.open(settings) as mc, trio.open_nursery() as nursery:
         url = (await nursery.start(receiver.serve))[0] + "/hook"
         acct = mc.account((await mc.accounts.create("t")).account_id)
@@ -61,20 +61,20 @@ async def test_random_failures_and_a_killed_dispatcher_lose_nothing(tmp_path: Pa
         await nursery.start(mc.run_webhooks)
 
         def settled() -> bool:
-            with sqlite3.connect(db) as conn:
-                (open_,) = conn.execute(
-                    "SELECT count(*) FROM webhook_deliveries WHERE state IN ('pending', 'sending')"
-                ).fetchone()
+            open_ = scalar(
+                database_url,
+                "SELECT count(*) FROM webhook_deliveries WHERE state IN ('pending', 'sending')",
+            )
             return int(open_) == 0
 
         await wait_until(settled, seconds=60)
-        with sqlite3.connect(db) as conn:
-            states = dict(
-                conn.execute(
-                    "SELECT e.id, d.state FROM webhook_deliveries d JOIN events e "
-                    "ON e.seq = d.event_seq"
-                ).fetchall()
+        states = dict(
+            query(
+                database_url,
+                "SELECT e.id, d.state FROM webhook_deliveries d JOIN events e "
+                "ON e.seq = d.event_seq",
             )
+        )
         received = {json.loads(body)["id"] for _, body in receiver.requests}
         assert set(states) == {e.id for e in events}
         for event_id, state in states.items():
@@ -85,13 +85,13 @@ async def test_random_failures_and_a_killed_dispatcher_lose_nothing(tmp_path: Pa
         nursery.cancel_scope.cancel()
 
 
-async def test_a_batching_endpoint_gets_signed_arrays(tmp_path: Path) -> None:
+async def test_a_batching_endpoint_gets_signed_arrays(tmp_path: Path, database_url: str) -> None:
     from standardwebhooks import Webhook as Verifier
 
     receiver = WebhookReceiver()
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/b.db",
+        database_url=database_url,
         secret_key="k",
         webhook_allow_private=True,
     )
@@ -129,7 +129,9 @@ async def test_a_batching_endpoint_gets_signed_arrays(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_redirects_are_not_followed_and_long_failures_disable(tmp_path: Path) -> None:
+async def test_redirects_are_not_followed_and_long_failures_disable(
+    tmp_path: Path, database_url: str
+) -> None:
     """A 3xx is a failure (the Location is never fetched, the body never stored); an
     endpoint failing for longer than the limit is disabled."""
     from starlette.applications import Starlette
@@ -155,7 +157,7 @@ async def test_redirects_are_not_followed_and_long_failures_disable(tmp_path: Pa
     )
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/r.db",
+        database_url=database_url,
         secret_key="k",
         webhook_allow_private=True,
         webhook_retry_schedule=(1, 1, 1),

@@ -29,12 +29,12 @@ CAMPAIGN = {
 }
 
 
-async def test_every_event_arrives_signed_and_retried(tmp_path: Path) -> None:
+async def test_every_event_arrives_signed_and_retried(tmp_path: Path, database_url: str) -> None:
     receiver = WebhookReceiver(fail_first=3)
     with aiosmtpd_server(reject=[("bad@*", "550 5.1.1 no such user")]) as (port, smtp):
         settings = Settings.load(
             env={},
-            database_url=f"sqlite:///{tmp_path}/w.db",
+            database_url=database_url,
             smtp_url=f"smtp://127.0.0.1:{port}",
             secret_key="k",
             webhook_allow_private=True,
@@ -124,10 +124,10 @@ async def test_every_event_arrives_signed_and_retried(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_410_disables_the_endpoint(tmp_path: Path) -> None:
+async def test_410_disables_the_endpoint(tmp_path: Path, database_url: str) -> None:
     settings = Settings.load(
         env={},
-        database_url=f"sqlite:///{tmp_path}/g.db",
+        database_url=database_url,
         secret_key="k",
         webhook_allow_private=True,
     )

@@ -217,6 +217,58 @@ def test_upsert_raw_type_errors() -> None:
         ix.upsert_raw([1], b"\x00", [b"[]"])  # type: ignore[arg-type]
 
 
+def packed_columns(
+    contacts: Sequence[int], statuses: Sequence[int], tags: Sequence[Sequence[str]]
+) -> tuple[bytes, bytes, bytes]:
+    """Columns as SQLite's group_concat packs them (what the store hands the index)."""
+    return (
+        ",".join(map(str, contacts)).encode(),
+        ",".join(map(str, statuses)).encode(),
+        b"\n".join(msgspec.json.encode(list(t)) for t in tags),
+    )
+
+
+@given(before=raw_rows_st, rows=raw_rows_st, sort=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_upsert_packed_matches_upsert_many(
+    before: list[tuple[int, int, list[str]]], rows: list[tuple[int, int, list[str]]], sort: bool
+) -> None:
+    if sort:  # the bulk-load shape: ascending, distinct ids
+        rows = sorted({r[0]: r for r in rows}.values())
+    a, b = eng.AudienceIndex(), eng.AudienceIndex()
+    for ix in (a, b):
+        ix.upsert_many([r[0] for r in before], [r[1] for r in before], [r[2] for r in before])
+    contacts, statuses, tags = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    a.upsert_many(contacts, statuses, tags)
+    b.upsert_packed(*packed_columns(contacts, statuses, tags))
+    same_index(a, b)
+
+
+@pytest.mark.parametrize(
+    ("contacts", "statuses", "tags_json", "match"),
+    [
+        (b"1,2", b"0", b"[] []", r"count mismatch \(contacts=2, statuses=1, tags_json=2\)"),
+        (b"1", b"0", b"", "count mismatch"),
+        (b"1,", b"0", b"[]", "contacts: expected a decimal number at byte 2"),
+        (b"4294967296", b"0", b"[]", "contacts: expected a decimal number"),
+        (b"1", b"256", b"[]", "statuses: expected a decimal number"),
+        (b"1", b" 1", b"[]", "statuses: expected a decimal number"),
+        (b"1", b"0", b"[1]", "tags_json row 0: expected a string at byte 1"),
+        (b"1", b"0", b'["\xff"]', "UTF-8"),
+        (b"1", b"0", b"[]]", "row 1: expected '\\[' at byte 2"),
+    ],
+)
+def test_upsert_packed_rejects_bad_input(
+    contacts: bytes, statuses: bytes, tags_json: bytes, match: str
+) -> None:
+    ix = eng.AudienceIndex()
+    ix.upsert(1, 3, ["keep"])
+    with pytest.raises(eng.EngineError, match=match):
+        ix.upsert_packed(contacts, statuses, tags_json)
+    assert ix.tags() == ["keep"]
+    assert decode(ix.members(statuses=[3])) == [1]
+
+
 @pytest.mark.parametrize(("contact", "status"), [(-1, 0), (2**32, 0), (1, 256), (1, -1)])
 def test_out_of_range_inputs(contact: int, status: int) -> None:
     ix = eng.AudienceIndex()

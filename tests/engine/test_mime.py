@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 from mailcore import _engine as eng
 
-from .test_templates import ref_compile, ref_render
+from .test_templates import (
+    BLOCKED_URL,
+    ref_compile,
+    ref_compile_html,
+    ref_render,
+    ref_render_html,
+    structure,
+    url_scheme,
+    url_start,
+)
 
 DATE = "Tue, 07 Jan 2025 10:00:00 +0000"
 UNSUB = "https://acme.com/u/tok_123?c=cmp_x"
@@ -67,7 +76,10 @@ def norm_breaks(s: str) -> str:
 
 
 def render(src: str, values: Mapping[str, str], html: bool) -> str:
-    return ref_render(ref_compile(src), dict(values), html)
+    """A template as the renderer renders it: HTML parts are HTML templates (contexts)."""
+    if html:
+        return ref_render_html(ref_compile_html(src), dict(values))
+    return ref_render(ref_compile(src), dict(values), False)
 
 
 def display_name(values: Mapping[str, str]) -> str:
@@ -474,3 +486,45 @@ def test_arbitrary_from_name_and_extra_header(from_name: str, header_value: str)
     assert frm.addr_spec == "sarah@acme.com"
     assert_name_round_trips(frm.display_name, sanitize(from_name))
     assert norm_ws(msg["X-Mailcore-Campaign"]) == norm_ws(sanitize(header_value))
+
+
+URL_HTML = (
+    '<html><body><p>Hi {{ firstName }}</p><a href="{{ customFields.url }}">Your page</a>'
+    "<img src={{ customFields.url }}><p>{{ customFields.url }}</p></body></html>"
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(
+        ["javascript:alert(1)", " JAVA\tscript:x", "data:text/html,<b>", "https://ok.example/p",
+         "page.html", "mailto:a@b.io"]
+    )
+    | value_st
+)  # fmt: skip
+def test_url_fields_cannot_set_a_dangerous_scheme(url: str) -> None:
+    r = renderer(html=URL_HTML, preheader="")
+    values = {"email": "a@x.io", "firstName": "Ann", "customFields.url": url}
+    raw = render_one(r, values)
+    check_raw(raw)
+    plain, page = parts(parse(raw))
+    assert page == norm_breaks(render(URL_HTML, values, True))
+    seen = structure(page)
+    benign = structure(render(URL_HTML, {**values, "customFields.url": "x"}, True))
+    assert seen.events == benign.events
+    for href in seen.urls:
+        assert url_scheme(href) in (None, "http", "https", "mailto", "tel") or href == BLOCKED_URL
+    # the text part shows the URL the HTML links to
+    href = html_line(url_start(url, "")) if url else ""
+    if href and href != "Your page":
+        assert f"Your page ({href})" in plain
+
+
+def test_soft_break_before_literal_text_after_a_value() -> None:
+    long_literal = "Literal text long enough to be encoded once when the campaign compiles. "
+    r = renderer(html=f"<p>{{{{ firstName }}}}{long_literal}</p>", preheader="")
+    raw = render_one(r, {"email": "a@x.io", "firstName": "Ann"})
+    body = raw.split(b"text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+                     b"\r\n\r\n", 1)[1]  # fmt: skip
+    assert body.startswith(b"<p>Ann=\r\nLiteral text long enough")
+    assert parts(parse(raw))[1] == f"<p>Ann{long_literal}</p>"

@@ -5,6 +5,8 @@ database) catches up from the revision counter."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -47,15 +49,17 @@ op = st.tuples(
 )
 @given(ops=st.lists(op, min_size=1, max_size=30), seed=st.integers(0, 1000))
 def test_index_matches_brute_force_after_random_writes(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, list[str], str]], seed: int
+    new_database_url: Callable[[], str],
+    ops: list[tuple[str, int, list[str], str]],
+    seed: int,
 ) -> None:
     import trio
 
-    db = tmp_path_factory.mktemp("aud") / "a.db"
+    db = new_database_url()
     rng = random.Random(seed)
 
     async def run() -> None:
-        cfg = Settings.load(env={}, database_url=f"sqlite:///{db}")
+        cfg = Settings.load(env={}, database_url=db)
         async with Mailcore.open(cfg) as mc, Mailcore.open(cfg) as other:
             account_id = (await mc.accounts.create("a")).account_id
             contacts = mc.account(account_id).contacts
@@ -88,3 +92,42 @@ def test_index_matches_brute_force_after_random_writes(
                 assert await other.audiences.count(account_id, q, ex) == want
 
     trio.run(run)
+
+
+async def test_first_load_in_chunks_with_interleaved_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh index loads an account's rows in chunks of consecutive seqs: chunks of 3 seqs,
+    two accounts' contacts interleaved (so chunks hold both, or none of one), then a catch-up."""
+    import mailcore.store.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_CONTACT_CHUNK_SEQS", 3)
+    cfg = Settings.load(env={}, database_url=f"sqlite:///{tmp_path}/chunks.db")
+    rng = random.Random(5)
+    async with Mailcore.open(cfg) as mc:
+        accounts = [(await mc.accounts.create(name)).account_id for name in ("a", "b")]
+        for i in range(40):
+            account = accounts[0] if i % 5 else accounts[1]
+            await mc.account(account).contacts.create(
+                ContactCreate(
+                    email=f"u{i}@x.com",
+                    tags=rng.sample(TAGS, rng.randint(0, 3)),
+                    status=rng.choice(STATUSES),  # type: ignore[arg-type]
+                )
+            )
+        async with Mailcore.open(cfg) as fresh:
+            for account in accounts:
+                for q, ex in ((["a"], []), (["a", "b"], ["c"]), (TAGS, []), (["d"], ["a"])):
+                    want = await brute_force(mc, account, q, ex)
+                    assert await fresh.audiences.count(account, q, ex) == want
+            index = await fresh.audiences.current(accounts[0])
+            assert len(index) == 32
+            # a catch-up after more writes and a delete
+            contacts = mc.account(accounts[0]).contacts
+            first = (await contacts.list(limit=1)).data[0]
+            await contacts.delete(first.id)
+            await contacts.create(ContactCreate(email="late@x.com", tags=["a"]))
+            assert await fresh.audiences.count(accounts[0], ["a"], []) == await brute_force(
+                mc, accounts[0], ["a"], []
+            )
+            assert len(await fresh.audiences.current(accounts[0])) == 32

@@ -33,6 +33,10 @@ def campaign(**changes: Any) -> dict[str, Any]:
         ({"content": {"html": "<p>{{ first_name }}</p>"}}, "content.html", "first_name"),
         ({"content": {"html": "ok", "text": "{{ lastName | upper }}"}}, "content.text", None),
         ({"content": {"html": "<p>{{firstName</p>"}}, "content.html", None),
+        # compiled as HTML: a field where no escaping is safe
+        ({"content": {"html": "<a {{ email }}>x</a>"}}, "content.html", "email"),
+        ({"content": {"html": "<script>a='{{ email }}'</script>"}}, "content.html", "email"),
+        ({"preheader": '<a href="java{{ email }}">'}, "preheader", "email"),
     ],
 )
 async def test_bad_templates_are_400_naming_the_field(

@@ -6,55 +6,83 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 
-def mailcore(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MAILCORE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def mailcore(tmp_path: Path, database_url: str) -> Cli:
+    """Run ``mailcore ARGS…`` on the test's database (each store in turn)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return _mailcore(tmp_path, database_url, *args)
+
+    return run
+
+
+def _mailcore(cwd: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MAILCORE_DATABASE_URL": database_url}
     return subprocess.run(
         [sys.executable, "-m", "mailcore.cli", *args],
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def test_accounts_wallet_and_import(tmp_path: Path) -> None:
-    r = mailcore(tmp_path, "accounts", "create", "--name", "Acme", "--credit", "12.5", "--json")
+def test_accounts_wallet_and_import(tmp_path: Path, mailcore: Cli) -> None:
+    r = mailcore("accounts", "create", "--name", "Acme", "--credit", "12.5", "--json")
     assert r.returncode == 0, r.stderr
     created = json.loads(r.stdout)
     account_id, api_key = created["accountId"], created["apiKey"]
     assert account_id.startswith("acc_") and api_key.startswith("mc_")
 
-    r = mailcore(tmp_path, "wallet", "credit", account_id, "0.0003")
+    r = mailcore("wallet", "credit", account_id, "0.0003")
     assert r.returncode == 0, r.stderr
-    wallet = json.loads(mailcore(tmp_path, "wallet", "show", account_id).stdout)
+    wallet = json.loads(mailcore("wallet", "show", account_id).stdout)
     assert wallet["balanceMicros"] == 12_500_300
 
     csv = tmp_path / "c.csv"
     csv.write_text("email,firstName,tags\na@x.com,A,news\nbad,B,news\nb@x.com,B,news;vip\n")
-    r = mailcore(tmp_path, "contacts", "import", str(csv), "--account", account_id)
+    r = mailcore("contacts", "import", str(csv), "--account", account_id)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert (result["created"], result["updated"], len(result["errors"])) == (2, 0, 1)
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"contacts": [{"email": "a@x.com", "lastName": "Z"}]}))
-    result = json.loads(
-        mailcore(tmp_path, "contacts", "import", str(js), "--account", account_id).stdout
-    )
+    result = json.loads(mailcore("contacts", "import", str(js), "--account", account_id).stdout)
     assert (result["created"], result["updated"]) == (0, 1)
 
 
-def test_errors_are_clear_and_nonzero(tmp_path: Path) -> None:
-    r = mailcore(tmp_path, "wallet", "credit", "acc_nope", "5")
+def test_errors_are_clear_and_nonzero(mailcore: Cli) -> None:
+    r = mailcore("wallet", "credit", "acc_nope", "5")
     assert r.returncode == 2 and "not_found" in r.stderr
-    r = mailcore(tmp_path, "accounts", "create", "--name", "x", "--credit", "ten")
+    r = mailcore("accounts", "create", "--name", "x", "--credit", "ten")
     assert r.returncode != 0 and "not an amount" in r.stderr
-    created = json.loads(mailcore(tmp_path, "accounts", "create", "--name", "x", "--json").stdout)
-    r = mailcore(tmp_path, "wallet", "credit", "--", created["accountId"], "-1")
+    created = json.loads(mailcore("accounts", "create", "--name", "x", "--json").stdout)
+    r = mailcore("wallet", "credit", "--", created["accountId"], "-1")
     assert r.returncode == 2 and "insufficient_funds" in r.stderr
+
+
+def test_migrate_brings_the_database_to_the_current_schema(mailcore: Cli) -> None:
+    from mailcore.store.schema import SQLITE_MIGRATIONS
+
+    r = mailcore("migrate")
+    assert r.returncode == 0, r.stderr
+    assert f"schema version {len(SQLITE_MIGRATIONS)}" in r.stderr
+    r = mailcore("migrate")
+    assert r.returncode == 0 and "(up to date)" in r.stderr, r.stderr
+
+
+def test_serve_refuses_an_unknown_role(mailcore: Cli) -> None:
+    r = mailcore("serve", "--role", "api,mailer")
+    assert r.returncode == 2 and "unknown role mailer" in r.stderr, r.stderr
 
 
 def test_sink_command_accepts_counts_and_refuses_by_rule(tmp_path: Path) -> None:

@@ -4,15 +4,17 @@ available balance that never goes below zero, also under concurrent requests."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
+import psycopg
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailcore import HoldAlreadyResolved, InsufficientFunds, Mailcore, NotFound, Settings
-from mailcore.store import sqlite_path
 from tests.conftest import Tenant
+from tests.db import query, scalar
 
 pytestmark = pytest.mark.anyio
 
@@ -59,14 +61,12 @@ async def test_cannot_post_more_than_held_or_overdraw(mc: Mailcore) -> None:
 
 async def test_ledger_is_append_only(mc: Mailcore, settings: Settings) -> None:
     acct = await mc.accounts.create("w", credit_micros=1_000)
-    conn = sqlite3.connect(sqlite_path(settings.database_url))
-    try:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("UPDATE ledger SET amount = 5 WHERE account_id = ?", (acct.account_id,))
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("DELETE FROM ledger")
-    finally:
-        conn.close()
+    url = settings.database_url
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+        query(url, "UPDATE ledger SET amount = 5 WHERE account_id = ?", (acct.account_id,))
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+        query(url, "DELETE FROM ledger")
+    assert scalar(url, "SELECT count(*) FROM ledger WHERE account_id = ?", (acct.account_id,)) == 1
 
 
 async def test_64_concurrent_holds_from_two_processes_never_overdraw(settings: Settings) -> None:
@@ -109,7 +109,9 @@ async def test_64_concurrent_holds_from_two_processes_never_overdraw(settings: S
         assert (w.balance_micros, w.held_micros) == (2_000_000, 0)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     credit=st.integers(0, 10_000),
     ops=st.lists(
@@ -118,13 +120,13 @@ async def test_64_concurrent_holds_from_two_processes_never_overdraw(settings: S
     ),
 )
 def test_wallet_invariants_under_random_operations(
-    tmp_path_factory: pytest.TempPathFactory, credit: int, ops: list[tuple[str, int]]
+    new_database_url: Callable[[], str], credit: int, ops: list[tuple[str, int]]
 ) -> None:
     """Whatever the sequence: available ≥ 0, held = the open holds, balance = the ledger."""
-    path = tmp_path_factory.mktemp("wallet") / "w.db"
+    url = new_database_url()
 
     async def run() -> None:
-        async with Mailcore.open(Settings.load(env={}, database_url=f"sqlite:///{path}")) as mc:
+        async with Mailcore.open(Settings.load(env={}, database_url=url)) as mc:
             acct = mc.account((await mc.accounts.create("w", credit_micros=credit)).account_id)
             open_holds: dict[str, int] = {}
             for op, amount in ops:

@@ -1,13 +1,15 @@
 //! Audience index at 1,000,000 contacts (50 tags, 0-5 per contact, ~90 % subscribed):
 //! `count` and `query` (members) for any-of, all-of and none-of two tags among subscribed
-//! contacts. `cargo bench -p mailcore-engine --bench audience`.
+//! contacts; and the bulk load of those 1,000,000 contacts from packed storage columns
+//! (`upsert_packed`, as the store's first load hands them over).
+//! `cargo bench -p mailcore-engine --bench audience`.
 
 mod common;
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mailcore_engine::Query;
+use mailcore_engine::{AudienceIndex, Query};
 
 fn bench(c: &mut Criterion) {
     let index = common::audience(1_000_000);
@@ -58,6 +60,24 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    let (ids, statuses, tags) = common::packed_columns(1_000_000);
+    let mut group = c.benchmark_group("audience_bulk_1m");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1_000_000));
+    group.bench_function("upsert_packed", |b| {
+        b.iter(|| {
+            let mut index = AudienceIndex::new();
+            index
+                .upsert_packed(&ids, &statuses, &tags)
+                .expect("valid columns");
+            index
+        })
+    });
     group.finish();
 }
 

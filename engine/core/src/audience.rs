@@ -6,12 +6,13 @@
 //! does one `remove` per tag bitmap, and [`AudienceIndex::upsert_many`] amortises this by
 //! subtracting the whole batch (as a bitmap) from each tag/status bitmap once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::{Error, Result};
-use crate::json::parse_string_array_into;
+use crate::json::{parse_string_array_at, parse_string_array_into, validate_utf8};
 
 /// Contact identifier.
 pub type ContactId = u32;
@@ -100,21 +101,81 @@ impl AudienceIndex {
                 tags.len()
             )));
         }
-        self.upsert_batch(contacts, statuses, |i| tags[i].as_slice());
+        let mut interned = Interned::with_rows(tags.len());
+        for row in tags {
+            for tag in row {
+                interned.push(Cow::Borrowed(tag.as_ref()));
+            }
+            interned.end_row();
+        }
+        self.upsert_batch(contacts, statuses, &interned);
         Ok(())
     }
 
-    /// The batch upsert of validated, equal-length inputs; `tags_of(i)` is row `i`'s tags.
-    fn upsert_batch<'a, S: AsRef<str> + 'a>(
+    /// Batch upsert from packed storage columns, the form one SQL query can return for a
+    /// whole batch (SQLite's `group_concat`): `contacts` and `statuses` are decimal numbers
+    /// separated by `,`, and `tags_json` holds each row's JSON array of strings, one after the
+    /// other (JSON whitespace, e.g. a newline, between them). Empty inputs are zero rows.
+    /// Everything is validated (numbers, counts, JSON) before the index changes.
+    pub fn upsert_packed(
         &mut self,
-        contacts: &[ContactId],
-        statuses: &[Status],
-        tags_of: impl Fn(usize) -> &'a [S],
-    ) {
+        contacts: &[u8],
+        statuses: &[u8],
+        tags_json: &[u8],
+    ) -> Result<()> {
+        let ids: Vec<ContactId> = parse_decimals(contacts, "contacts")?;
+        let codes: Vec<Status> = parse_decimals(statuses, "statuses")?;
+        let text = validate_utf8(tags_json)
+            .map_err(|e| Error::Audience(format!("upsert_packed: tags_json: {e}")))?;
+        let bytes = text.as_bytes();
+        let mut interned = Interned::with_rows(ids.len());
+        let mut row = Vec::new();
+        let mut pos = 0;
+        loop {
+            while bytes
+                .get(pos)
+                .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                pos += 1;
+            }
+            if pos == bytes.len() {
+                break;
+            }
+            pos = parse_string_array_at(text, pos, &mut row).map_err(|e| {
+                Error::Audience(format!(
+                    "upsert_packed: tags_json row {}: {e}",
+                    interned.rows()
+                ))
+            })?;
+            for tag in row.drain(..) {
+                interned.push(tag);
+            }
+            interned.end_row();
+        }
+        let rows = interned.rows();
+        if ids.len() != codes.len() || ids.len() != rows {
+            return Err(Error::Audience(format!(
+                "upsert_packed: count mismatch (contacts={}, statuses={}, tags_json={rows})",
+                ids.len(),
+                codes.len(),
+            )));
+        }
+        self.upsert_batch(&ids, &codes, &interned);
+        Ok(())
+    }
+
+    /// The batch upsert of validated, equal-length inputs.
+    fn upsert_batch(&mut self, contacts: &[ContactId], statuses: &[Status], tags: &Interned<'_>) {
         if contacts.is_empty() {
             return;
         }
-        let batch: RoaringBitmap = contacts.iter().copied().collect();
+        // A strictly increasing batch (e.g. a bulk load in id order) has no repeats.
+        let unique = contacts.windows(2).all(|w| w[0] < w[1]);
+        let batch = if unique {
+            RoaringBitmap::from_sorted_iter(contacts.iter().copied()).expect("strictly increasing")
+        } else {
+            contacts.iter().copied().collect()
+        };
 
         // Detach every batch contact from its old status and tags, one bitmap op per bitmap.
         if !self.all.is_disjoint(&batch) {
@@ -129,29 +190,42 @@ impl AudienceIndex {
         }
         self.all |= &batch;
 
-        // Group new memberships; iterate backwards so the last occurrence of a contact wins.
-        let mut seen = RoaringBitmap::new();
-        let mut status_members: BTreeMap<Status, Vec<ContactId>> = BTreeMap::new();
-        let mut tag_members: HashMap<&str, Vec<ContactId>> = HashMap::new();
-        for i in (0..contacts.len()).rev() {
+        // New memberships by status code and by tag id. Without repeats, in order (so each
+        // list is sorted); with repeats, backwards so the last occurrence of a contact wins.
+        let mut by_status: Vec<Vec<ContactId>> = vec![Vec::new(); 256];
+        let mut by_tag: Vec<Vec<ContactId>> = vec![Vec::new(); tags.names.len()];
+        let mut add = |i: usize| {
             let contact = contacts[i];
-            if !seen.insert(contact) {
+            by_status[usize::from(statuses[i])].push(contact);
+            for &t in tags.row(i) {
+                by_tag[t as usize].push(contact);
+            }
+        };
+        if unique {
+            (0..contacts.len()).for_each(&mut add);
+        } else {
+            let mut seen = RoaringBitmap::new();
+            for i in (0..contacts.len()).rev() {
+                if seen.insert(contacts[i]) {
+                    add(i);
+                }
+            }
+        }
+        for (status, members) in by_status.into_iter().enumerate() {
+            if !members.is_empty() {
+                let status = Status::try_from(status).unwrap_or(Status::MAX);
+                *self.by_status.entry(status).or_default() |= sorted_bitmap(members);
+            }
+        }
+        for (name, members) in tags.names.iter().zip(by_tag) {
+            if members.is_empty() {
                 continue;
             }
-            status_members.entry(statuses[i]).or_default().push(contact);
-            for tag in tags_of(i) {
-                tag_members.entry(tag.as_ref()).or_default().push(contact);
-            }
-        }
-        for (status, members) in status_members {
-            *self.by_status.entry(status).or_default() |= sorted_bitmap(members);
-        }
-        for (tag, members) in tag_members {
             let add = sorted_bitmap(members);
-            match self.by_tag.get_mut(tag) {
+            match self.by_tag.get_mut(name.as_ref()) {
                 Some(bm) => *bm |= add,
                 None => {
-                    self.by_tag.insert(tag.to_owned(), add);
+                    self.by_tag.insert(name.to_string(), add);
                 }
             }
         }
@@ -184,17 +258,17 @@ impl AudienceIndex {
                 tags_json.len()
             )));
         }
-        // All rows' tags in one flat vector (no per-row allocation); row i's tags are
-        // `flat[ends[i - 1]..ends[i]]`.
-        let mut flat = Vec::with_capacity(tags_json.len() * 2);
-        let mut ends = Vec::with_capacity(tags_json.len() + 1);
-        ends.push(0);
+        let mut interned = Interned::with_rows(ids.len());
+        let mut row = Vec::new();
         for (i, json) in tags_json.iter().enumerate() {
-            parse_string_array_into(json.as_ref(), &mut flat)
+            parse_string_array_into(json.as_ref(), &mut row)
                 .map_err(|e| Error::Audience(format!("upsert_raw: tags_json[{i}]: {e}")))?;
-            ends.push(flat.len());
+            for tag in row.drain(..) {
+                interned.push(tag);
+            }
+            interned.end_row();
         }
-        self.upsert_batch(&ids, statuses, |i| &flat[ends[i]..ends[i + 1]]);
+        self.upsert_batch(&ids, statuses, &interned);
         Ok(())
     }
 
@@ -312,6 +386,106 @@ impl AudienceIndex {
         }
         base
     }
+}
+
+/// The tags of a batch as small ids (a bulk load has millions of memberships of a few
+/// dozen tags): row `i`'s ids are `flat[ends[i]..ends[i + 1]]`, tag `id` is `names[id]`.
+struct Interned<'a> {
+    ids: HashMap<Cow<'a, str>, u32, BuildFnv>,
+    names: Vec<Cow<'a, str>>,
+    flat: Vec<u32>,
+    ends: Vec<usize>,
+}
+
+impl<'a> Interned<'a> {
+    fn with_rows(rows: usize) -> Self {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        Interned {
+            ids: HashMap::default(),
+            names: Vec::new(),
+            flat: Vec::with_capacity(rows * 3),
+            ends,
+        }
+    }
+
+    fn push(&mut self, tag: Cow<'a, str>) {
+        let id = match self.ids.get(tag.as_ref()) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+                self.names.push(tag.clone());
+                self.ids.insert(tag, id);
+                id
+            }
+        };
+        self.flat.push(id);
+    }
+
+    fn end_row(&mut self) {
+        self.ends.push(self.flat.len());
+    }
+
+    fn rows(&self) -> usize {
+        self.ends.len() - 1
+    }
+
+    fn row(&self, i: usize) -> &[u32] {
+        &self.flat[self.ends[i]..self.ends[i + 1]]
+    }
+}
+
+/// FNV-1a: tags are short strings from a small set, hashed once per membership in a bulk
+/// load; SipHash's DoS resistance buys nothing for a map that lives for one call.
+#[derive(Default, Clone, Copy)]
+struct BuildFnv;
+
+struct Fnv(u64);
+
+impl std::hash::BuildHasher for BuildFnv {
+    type Hasher = Fnv;
+
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Decimal numbers separated by `,` (empty input: none).
+fn parse_decimals<T: TryFrom<u64>>(text: &[u8], what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(text.len() / 4);
+    if text.is_empty() {
+        return Ok(out);
+    }
+    let bad = |at: usize| {
+        Error::Audience(format!(
+            "upsert_packed: {what}: expected a decimal number at byte {at}"
+        ))
+    };
+    let mut at = 0;
+    for field in text.split(|&b| b == b',') {
+        let ok = !field.is_empty() && field.len() <= 10 && field.iter().all(u8::is_ascii_digit);
+        if !ok {
+            return Err(bad(at));
+        }
+        let n = field
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        out.push(T::try_from(n).map_err(|_| bad(at))?);
+        at += field.len() + 1;
+    }
+    Ok(out)
 }
 
 fn sorted_bitmap(mut ids: Vec<ContactId>) -> RoaringBitmap {
@@ -509,6 +683,132 @@ mod tests {
         assert_eq!(ix.tags(), before.tags());
         ix.upsert_raw::<&[u8]>(&[], &[], &[]).unwrap();
         assert_eq!(ix.all(), before.all());
+    }
+
+    /// `upsert_packed` equals `upsert_many` on the same rows: repeats (last wins), escapes,
+    /// whitespace between arrays, sorted and unsorted batches, onto a non-empty index.
+    #[test]
+    fn upsert_packed_matches_upsert_many() {
+        let contacts = [5u32, 1, 9, 5, 2, u32::MAX];
+        let statuses = [1u8, 2, 3, 4, 0, 255];
+        let tags: Vec<Vec<&str>> = vec![
+            vec!["x"],
+            vec!["a", "a"],
+            vec![],
+            vec!["y", "b"],
+            vec!["c\u{e9}", "q\"t"],
+            vec!["x", "z"],
+        ];
+        let json = br#"["x"]
+["a","a"] []["y", "b"]
+ ["c\u00e9","q\"t"]
+["x","z"]
+"#;
+        let mut a = sample();
+        a.upsert_packed(b"5,1,9,5,2,4294967295", b"1,2,3,4,0,255", json)
+            .unwrap();
+        let mut b = sample();
+        b.upsert_many(&contacts, &statuses, &tags).unwrap();
+        assert_same(&a, &b);
+        // a strictly increasing batch (the bulk-load shape)
+        let mut a = AudienceIndex::new();
+        a.upsert_packed(b"1,2,30", b"0,0,1", br#"["t"] ["t","u"] []"#)
+            .unwrap();
+        let mut b = AudienceIndex::new();
+        b.upsert_many(
+            &[1, 2, 30],
+            &[0, 0, 1],
+            &[vec!["t"], vec!["t", "u"], vec![]],
+        )
+        .unwrap();
+        assert_same(&a, &b);
+        a.upsert_packed(b"", b"", b"").unwrap();
+        assert_same(&a, &b);
+    }
+
+    fn assert_same(a: &AudienceIndex, b: &AudienceIndex) {
+        assert_eq!(a.tags(), b.tags());
+        assert_eq!(a.all(), b.all());
+        for t in b.tags() {
+            assert_eq!(a.tag_bitmap(&t), b.tag_bitmap(&t), "{t}");
+        }
+        for s in 0..=255u8 {
+            assert_eq!(a.status_bitmap(s), b.status_bitmap(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn upsert_packed_rejects_bad_input_without_changing_the_index() {
+        let mut ix = sample();
+        let before = ix.clone();
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a str);
+        let cases: [Case<'_>; 10] = [
+            (
+                b"1,2",
+                b"0",
+                b"[] []",
+                "count mismatch (contacts=2, statuses=1, tags_json=2)",
+            ),
+            (
+                b"1",
+                b"0",
+                b"[] []",
+                "count mismatch (contacts=1, statuses=1, tags_json=2)",
+            ),
+            (
+                b"1,",
+                b"0",
+                b"[]",
+                "contacts: expected a decimal number at byte 2",
+            ),
+            (
+                b"1,x",
+                b"0",
+                b"[]",
+                "contacts: expected a decimal number at byte 2",
+            ),
+            (
+                b"4294967296",
+                b"0",
+                b"[]",
+                "contacts: expected a decimal number at byte 0",
+            ),
+            (
+                b"1",
+                b"256",
+                b"[]",
+                "statuses: expected a decimal number at byte 0",
+            ),
+            (
+                b"1",
+                b"-1",
+                b"[]",
+                "statuses: expected a decimal number at byte 0",
+            ),
+            (
+                b"1",
+                b"0",
+                b"[1]",
+                "tags_json row 0: expected a string at byte 1",
+            ),
+            (
+                b"1,2",
+                b"0,0",
+                b"[] [\"a\",]",
+                "tags_json row 1: expected a string at byte 8",
+            ),
+            (
+                b"1",
+                b"0",
+                b"[]x",
+                "tags_json row 1: expected '[' at byte 2",
+            ),
+        ];
+        for (contacts, statuses, json, message) in cases {
+            let err = ix.upsert_packed(contacts, statuses, json).unwrap_err();
+            assert_eq!(err.to_string(), format!("upsert_packed: {message}"));
+        }
+        assert_same(&ix, &before);
     }
 
     #[test]

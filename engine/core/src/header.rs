@@ -28,9 +28,22 @@ pub fn is_header_control(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
+/// Whether `text` holds an [`is_header_control`] character (bytewise: C1 controls are
+/// `C2 80..=9F` in UTF-8, U+2028/U+2029 are `E2 80 A8/A9`).
+fn has_header_control(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| match c {
+        0x7F => true,
+        c if c < 0x20 => c != b'\t',
+        0xC2 => b.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)),
+        0xE2 => b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8 | 0xA9)),
+        _ => false,
+    })
+}
+
 /// Replace every [`is_header_control`] character by a space.
 pub fn sanitize(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_header_control) {
+    if !has_header_control(text) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
@@ -61,7 +74,27 @@ pub fn validate_address(what: &str, addr: &str) -> Result<()> {
     if addr.len() > MAX_ADDRESS_LEN {
         return fail("too long");
     }
-    if let Some(c) = addr.chars().find(|&c| {
+    let forbidden_ascii = |b: u8| {
+        matches!(
+            b,
+            0..=b' '
+                | 0x7F
+                | b'<'
+                | b'>'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b','
+                | b';'
+                | b':'
+                | b'\\'
+                | b'"'
+        )
+    };
+    // ASCII (the common case) bytewise; otherwise char by char, which names the culprit.
+    let ascii_ok = addr.is_ascii() && !addr.bytes().any(forbidden_ascii);
+    if let Some(c) = addr.chars().filter(|_| !ascii_ok).find(|&c| {
         c.is_whitespace()
             || c.is_control()
             || is_header_control(c)
@@ -314,6 +347,19 @@ pub fn write_address(out: &mut Vec<u8>, name: &str, display: &str, addr: &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn bytewise_control_check_matches_chars() {
+        for c in (0..0x3000u32).filter_map(char::from_u32) {
+            for s in [format!("{c}"), format!("a{c}b"), format!("é{c}")] {
+                assert_eq!(
+                    has_header_control(&s),
+                    s.chars().any(is_header_control),
+                    "{c:?}"
+                );
+            }
+        }
+    }
 
     /// Minimal RFC 2047 `B` decoder + unfolding for tests: returns the unfolded value.
     pub(crate) fn decode_unstructured(field: &[u8]) -> String {

@@ -37,7 +37,34 @@ pub fn parse_string_array_into<'a>(
     input: &'a [u8],
     out: &mut Vec<Cow<'a, str>>,
 ) -> Result<(), JsonError> {
-    let mut p = Parser { input, pos: 0 };
+    let text = validate_utf8(input)?;
+    let end = parse_string_array_at(text, 0, out)?;
+    let mut p = Parser::new(text, end);
+    p.skip_ws();
+    if p.pos != input.len() {
+        return Err(p.err("trailing characters"));
+    }
+    Ok(())
+}
+
+/// `input` as text, or the offset of its first invalid UTF-8 byte. (Validated once, so the
+/// strings of a long input of many arrays are slices, not each validated again.)
+pub fn validate_utf8(input: &[u8]) -> Result<&str, JsonError> {
+    std::str::from_utf8(input).map_err(|e| JsonError {
+        message: "invalid UTF-8",
+        offset: e.valid_up_to(),
+    })
+}
+
+/// Parse the JSON array of strings that starts at byte `start` of `text` (after optional
+/// whitespace), appending its strings to `out`; returns the offset just past its `]`
+/// (whatever follows is not looked at).
+pub fn parse_string_array_at<'a>(
+    text: &'a str,
+    start: usize,
+    out: &mut Vec<Cow<'a, str>>,
+) -> Result<usize, JsonError> {
+    let mut p = Parser::new(text, start);
     p.skip_ws();
     p.expect(b'[', "expected '['")?;
     p.skip_ws();
@@ -58,19 +85,24 @@ pub fn parse_string_array_into<'a>(
             }
         }
     }
-    p.skip_ws();
-    if p.pos != input.len() {
-        return Err(p.err("trailing characters"));
-    }
-    Ok(())
+    Ok(p.pos)
 }
 
 struct Parser<'a> {
+    text: &'a str,
     input: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Parser<'a> {
+    fn new(text: &'a str, pos: usize) -> Self {
+        Parser {
+            text,
+            input: text.as_bytes(),
+            pos,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.input.get(self.pos).copied()
     }
@@ -97,10 +129,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn utf8(&self, bytes: &'a [u8], start: usize) -> Result<&'a str, JsonError> {
-        std::str::from_utf8(bytes).map_err(|e| JsonError {
+    /// `text[start..end]`; both ends are at ASCII delimiters, so always char boundaries.
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str, JsonError> {
+        self.text.get(start..end).ok_or(JsonError {
             message: "invalid UTF-8",
-            offset: start + e.valid_up_to(),
+            offset: start,
         })
     }
 
@@ -113,7 +146,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
-                    let s = self.utf8(&self.input[start..self.pos], start)?;
+                    let s = self.slice(start, self.pos)?;
                     self.pos += 1;
                     return Ok(Cow::Borrowed(s));
                 }
@@ -123,7 +156,7 @@ impl<'a> Parser<'a> {
             }
         }
         let mut buf = String::with_capacity(self.pos - start + 8);
-        buf.push_str(self.utf8(&self.input[start..self.pos], start)?);
+        buf.push_str(self.slice(start, self.pos)?);
         loop {
             let run = self.pos;
             while let Some(b) = self.peek() {
@@ -132,7 +165,7 @@ impl<'a> Parser<'a> {
                 }
                 self.pos += 1;
             }
-            buf.push_str(self.utf8(&self.input[run..self.pos], run)?);
+            buf.push_str(self.slice(run, self.pos)?);
             match self.peek() {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {

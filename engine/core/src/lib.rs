@@ -16,6 +16,7 @@ pub mod audience;
 pub mod dkim;
 pub mod error;
 pub mod header;
+pub mod html;
 pub mod json;
 pub mod mime;
 pub mod money;
@@ -23,14 +24,15 @@ mod parallel;
 pub mod qp;
 pub mod template;
 pub mod text;
+mod textpart;
 pub mod tracking;
 
 pub use audience::{AudienceIndex, ContactId, Query, Status};
 pub use dkim::{Algorithm as DkimAlgorithm, DkimSigner};
 pub use error::{Error, Result};
-pub use mime::{MessageRenderer, MessageSpec, Recipient};
+pub use mime::{MessageRenderer, MessageSpec, Recipient, RenderPlan};
 pub use money::{
     checked_decimals, cost_micros, format_micros, parse_usd, MICROS_PER_USD, PRICE_PER_EMAIL_MICROS,
 };
-pub use template::{html_escape_into, FieldPath, Segment, Template};
+pub use template::{html_escape_into, Escape, FieldPath, Segment, Template};
 pub use tracking::Tracking;

@@ -1,9 +1,14 @@
 //! Per-recipient MIME message rendering (`multipart/alternative`, quoted-printable parts).
 //!
-//! [`MessageRenderer::new`] compiles the subject, preheader, HTML and (optional) text
-//! templates and precomputes every header that does not depend on the recipient. Rendering
-//! writes one complete RFC 5322 message (CRLF line endings, not dot-stuffed) into a single
-//! preallocated buffer:
+//! [`MessageRenderer::new`] compiles the campaign once: the subject, the preheader, the HTML
+//! (as HTML, see [`crate::html`]) and the optional text template, every header that does not
+//! depend on the recipient, the open and click tracking of the HTML part (see
+//! [`crate::tracking`]), the text part derived from the HTML template (the rules of
+//! [`crate::text`] with each field standing for opaque text: its value, as text), and the
+//! quoted-printable encoding of every long literal text of the bodies (see
+//! [`crate::qp::QpChunk`]). Per recipient only the values, the tracking token
+//! and the per-message headers are written and encoded. A message is one RFC 5322
+//! message (CRLF line endings, not dot-stuffed):
 //!
 //! ```text
 //! From, To, [Reply-To], Subject, Date, Message-ID, MIME-Version, List-Unsubscribe,
@@ -13,25 +18,29 @@
 //! --=_mc_<hash>--
 //! ```
 //!
-//! With [`Tracking`] on, the HTML part is instrumented once in [`MessageRenderer::new`] (see
-//! [`crate::tracking`]) and each [`Recipient`] supplies its tracking token. A text part
-//! derived from the HTML then shows the tracked URLs (`T (TRACKED_URL)`); a given `text`
-//! template is never rewritten.
+//! The preheader (when it renders to more than whitespace) is a hidden block right after the
+//! first `<body …>` tag of the HTML template (at the start without one). With [`Tracking`]
+//! on, each [`Recipient`] supplies its tracking token; a text part derived from the HTML shows
+//! the tracked URLs (`T (TRACKED_URL)`); a given `text` template is never rewritten.
+//!
+//! Rendering first makes a [`RenderPlan`]: the message as a list of byte slices, the
+//! recipient's bytes in the plan's own buffer and the rest referring to the renderer's
+//! precomputed text. [`MessageRenderer::write_plan`] then copies it out, so a caller can
+//! write each message once into memory it owns (`render` and `render_batch` write `Vec`s).
 //!
 //! Header safety: every value written into a header is either validated (addresses,
 //! message id, URL, date, extra header names) or sanitised with [`header::sanitize`], so
 //! nothing from a value can start a new header line. The boundary starts with `=_`, which
 //! quoted-printable output can never contain.
 
-use std::fmt::Write as _;
-
 use crate::dkim::DkimSigner;
 use crate::error::{Error, Result};
 use crate::header::{self, sanitize, trim_wsp, validate_address, validate_field_name};
 use crate::parallel;
-use crate::qp;
-use crate::template::Template;
+use crate::qp::{QpChunk, QpSink, QpStream};
+use crate::template::{html_escape_into, Escape, Segment, Template};
 use crate::text;
+use crate::textpart::{Piece, TextOut, TextProgram};
 use crate::tracking::{self, Tracking};
 
 /// Batches of at least this many messages are split across threads.
@@ -39,10 +48,11 @@ pub const PARALLEL_THRESHOLD: usize = 256;
 
 /// Maximum length of a message id or unsubscribe URL (keeps header lines < 998 octets).
 const MAX_TOKEN_LEN: usize = 900;
-/// Room reserved for the `DKIM-Signature` field when signing.
-const DKIM_FIELD_RESERVE: usize = 1024;
 /// Maximum length of the date header value.
 const MAX_DATE_LEN: usize = 200;
+/// Literal body text at least this long is encoded once, at compile time; shorter text is
+/// encoded per message (a precomputed chunk after a value costs a soft line break).
+const MIN_CHUNK: usize = 64;
 
 /// Header names the renderer writes itself (extra headers may not repeat them).
 const RESERVED_HEADERS: &[&str] = &[
@@ -82,11 +92,11 @@ const LAST_NAME: usize = 2;
 pub struct MessageSpec<'a> {
     /// Subject template (rendered without HTML escaping).
     pub subject: &'a str,
-    /// Preheader template (rendered with HTML escaping, hidden preview block).
+    /// Preheader template (an HTML template: hidden preview block).
     pub preheader: &'a str,
     /// HTML body template.
     pub html: &'a str,
-    /// Plain-text template; `None` derives the text from the rendered HTML.
+    /// Plain-text template; `None` derives the text from the HTML template.
     pub text: Option<&'a str>,
     /// Sender address.
     pub from_email: &'a str,
@@ -113,6 +123,7 @@ pub struct Recipient<'a> {
     pub tracking_token: Option<&'a str>,
 }
 
+/// A template and where its fields are among the renderer's.
 #[derive(Debug, Clone)]
 struct Part {
     template: Template,
@@ -121,8 +132,13 @@ struct Part {
 }
 
 impl Part {
-    fn compile(name: &str, source: &str, fields: &mut Vec<String>) -> Result<Part> {
-        let template = Template::compile(source).map_err(|e| match e {
+    fn compile(name: &str, source: &str, html: bool, fields: &mut Vec<String>) -> Result<Part> {
+        let compiled = if html {
+            Template::compile_html(source)
+        } else {
+            Template::compile(source)
+        };
+        let template = compiled.map_err(|e| match e {
             Error::Template {
                 message,
                 field,
@@ -148,10 +164,76 @@ impl Part {
         Ok(Part { template, index })
     }
 
-    fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool, token: &str) {
+    fn render_into(&self, out: &mut String, values: &[Option<&str>], html: bool) {
         self.template
-            .render_into_indexed_with_token(out, values, &self.index, html, token);
+            .render_into_indexed(out, values, &self.index, html);
     }
+}
+
+/// One step of writing a body from a compiled template.
+#[derive(Debug, Clone)]
+enum BodyOp {
+    /// Literal text encoded in advance (index into [`MessageRenderer::chunks`]).
+    Chunk(u32),
+    /// Short literal text.
+    Lit(Box<str>),
+    /// A field (`slot` in [`MessageRenderer::fields`]); `html`: its escaping, `None` raw.
+    Field {
+        slot: usize,
+        default: Option<Box<str>>,
+        html: Option<Escape>,
+    },
+    /// The tracking token.
+    Token,
+}
+
+/// The quoted-printable encodings made at compile time.
+#[derive(Debug, Clone, Default)]
+struct Chunks(Vec<QpChunk>);
+
+impl Chunks {
+    /// Register `text`: long text gets an encoding (its id), short text none.
+    fn register(&mut self, text: &str) -> Option<u32> {
+        if text.len() < MIN_CHUNK {
+            return None;
+        }
+        let id = self.0.len() as u32;
+        self.0.push(QpChunk::new(text.as_bytes(), id));
+        Some(id)
+    }
+
+    /// The body ops of `segments` (`index`: the template's field slots).
+    fn body(&mut self, segments: &[Segment], index: &[usize], html: bool) -> Vec<BodyOp> {
+        segments
+            .iter()
+            .filter_map(|segment| {
+                Some(match segment {
+                    Segment::Literal(text) if text.is_empty() => return None,
+                    Segment::Literal(text) => match self.register(text) {
+                        Some(id) => BodyOp::Chunk(id),
+                        None => BodyOp::Lit(text.as_str().into()),
+                    },
+                    Segment::Field {
+                        field,
+                        default,
+                        escape,
+                    } => BodyOp::Field {
+                        slot: index.get(*field).copied().unwrap_or(usize::MAX),
+                        default: default.as_deref().map(Into::into),
+                        html: html.then(|| escape.clone()),
+                    },
+                    Segment::Token => BodyOp::Token,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The text part: a given template, or derived from the HTML template.
+#[derive(Debug, Clone)]
+enum TextBody {
+    Given(Vec<BodyOp>),
+    Derived(TextProgram),
 }
 
 /// Compiled campaign message: renders one complete MIME message per recipient.
@@ -159,8 +241,14 @@ impl Part {
 pub struct MessageRenderer {
     subject: Part,
     preheader: Part,
-    html: Part,
-    text: Option<Part>,
+    /// Whether the preheader renders to more than whitespace, when that does not depend on
+    /// the recipient.
+    preheader_shown: Option<bool>,
+    /// The HTML body without and with the preheader block.
+    html: Vec<BodyOp>,
+    html_preheader: Vec<BodyOp>,
+    text: TextBody,
+    chunks: Chunks,
     fields: Vec<String>,
     /// Whether messages carry a tracking token (open or click tracking is on).
     tracked: bool,
@@ -172,10 +260,74 @@ pub struct MessageRenderer {
     reply_to_line: Vec<u8>,
     /// `List-Unsubscribe-Post`, extra headers and the start of the `Content-Type` field.
     tail_block: Vec<u8>,
-    /// Capacity estimate of the recipient-independent part of a message.
-    base_capacity: usize,
     /// DKIM signer (`None`: messages are not signed).
     dkim: Option<DkimSigner>,
+}
+
+/// A message ready to be written: the recipient's bytes and references to the renderer's
+/// precomputed text (see [`MessageRenderer::plan_batch`]). Reusable: planning clears it.
+#[derive(Debug, Clone, Default)]
+pub struct RenderPlan {
+    /// The recipient's bytes.
+    own: Vec<u8>,
+    segs: Vec<Seg>,
+    /// Start in `own` of the bytes not yet in a segment.
+    mark: usize,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    /// `own[start..end]`.
+    Own(u32, u32),
+    /// A precomputed chunk's encoding from byte `from`.
+    Chunk(u32, u32),
+}
+
+impl RenderPlan {
+    /// An empty plan.
+    pub fn new() -> RenderPlan {
+        RenderPlan::default()
+    }
+
+    /// The length of the message in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the plan is empty (not planned yet).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.own.clear();
+        self.segs.clear();
+        self.mark = 0;
+        self.len = 0;
+    }
+
+    /// Close the segment of the bytes written to `own` since the last one.
+    fn seal(&mut self) {
+        if self.own.len() > self.mark {
+            self.segs
+                .push(Seg::Own(self.mark as u32, self.own.len() as u32));
+            self.len += self.own.len() - self.mark;
+            self.mark = self.own.len();
+        }
+    }
+}
+
+impl QpSink for RenderPlan {
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.own
+    }
+
+    fn chunk(&mut self, chunk: &QpChunk, from: usize) {
+        self.seal();
+        self.segs.push(Seg::Chunk(chunk.id(), from as u32));
+        self.len += chunk.encoded().len() - from;
+    }
 }
 
 /// Reusable per-thread buffers.
@@ -183,27 +335,48 @@ pub struct MessageRenderer {
 struct Scratch {
     subject: String,
     preheader: String,
-    html: String,
-    text: String,
     name: String,
+    escaped: String,
+    text: TextOut,
 }
 
 impl MessageRenderer {
-    /// Compile the templates and precompute the fixed headers.
+    /// Compile the templates and precompute the fixed headers and text.
     pub fn new(spec: &MessageSpec<'_>) -> Result<Self> {
         let mut fields: Vec<String> = ["email", "firstName", "lastName"]
             .map(String::from)
             .to_vec();
-        let subject = Part::compile("subject", spec.subject, &mut fields)?;
-        let preheader = Part::compile("preheader", spec.preheader, &mut fields)?;
+        let subject = Part::compile("subject", spec.subject, false, &mut fields)?;
+        let preheader = Part::compile("preheader", spec.preheader, true, &mut fields)?;
         spec.tracking.validate()?;
-        let mut html = Part::compile("html", spec.html, &mut fields)?;
-        let (instrumented, links) = tracking::instrument(&html.template, &spec.tracking);
-        html.template = instrumented;
+        let html = Part::compile("html", spec.html, true, &mut fields)?;
         let text = spec
             .text
-            .map(|t| Part::compile("text", t, &mut fields))
+            .map(|t| Part::compile("text", t, false, &mut fields))
             .transpose()?;
+        let (instrumented, links) = tracking::instrument(&html.template, &spec.tracking);
+
+        let mut chunks = Chunks::default();
+        let text = match text {
+            Some(part) => {
+                TextBody::Given(chunks.body(part.template.segments(), &part.index, false))
+            }
+            None => TextBody::Derived(TextProgram::compile(&instrumented, &html.index, |t| {
+                chunks.register(t)
+            })),
+        };
+        let html_ops = chunks.body(instrumented.segments(), &html.index, true);
+        let preheader_shown = preheader
+            .template
+            .fields()
+            .is_empty()
+            .then(|| !preheader.template.render(&[], true).trim().is_empty());
+        let html_preheader = if preheader_shown == Some(false) {
+            Vec::new()
+        } else {
+            let with = with_preheader(&instrumented, &html.index, &preheader);
+            chunks.body(&with, &(0..fields.len()).collect::<Vec<_>>(), true)
+        };
 
         let mut from_line = Vec::with_capacity(128);
         validate_address("from", spec.from_email)?;
@@ -243,30 +416,20 @@ impl MessageRenderer {
         }
         tail_block.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
 
-        let literals = subject.template.literal_len()
-            + preheader.template.literal_len()
-            + PREHEADER_OPEN.len()
-            + PREHEADER_CLOSE.len();
-        let base_capacity = from_line.len()
-            + reply_to_line.len()
-            + tail_block.len()
-            + TEXT_PART_HEADERS.len()
-            + HTML_PART_HEADERS.len()
-            + 4 * BOUNDARY_LEN
-            + 2 * literals
-            + 256;
         Ok(MessageRenderer {
             subject,
             preheader,
-            html,
+            preheader_shown,
+            html: html_ops,
+            html_preheader,
             text,
+            chunks,
             fields,
             tracked: spec.tracking.enabled(),
             links,
             from_line,
             reply_to_line,
             tail_block,
-            base_capacity,
             dkim: None,
         })
     }
@@ -313,12 +476,15 @@ impl MessageRenderer {
         dkim_timestamp: Option<u64>,
     ) -> Result<Vec<u8>> {
         let date_line = date_line(date)?;
-        self.render_one(
+        let mut plan = RenderPlan::new();
+        self.plan_one(
             recipient,
             &date_line,
             dkim_timestamp,
             &mut Scratch::default(),
-        )
+            &mut plan,
+        )?;
+        Ok(self.to_vec(&plan))
     }
 
     /// Render every recipient (same `date`); batches of at least [`PARALLEL_THRESHOLD`]
@@ -337,12 +503,12 @@ impl MessageRenderer {
         date: &str,
         dkim_timestamp: Option<u64>,
     ) -> Result<Vec<Vec<u8>>> {
-        let threads = if recipients.len() >= PARALLEL_THRESHOLD {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            1
-        };
-        self.render_batch_with_threads_at(recipients, date, dkim_timestamp, threads)
+        self.render_batch_with_threads_at(
+            recipients,
+            date,
+            dkim_timestamp,
+            default_threads(recipients.len()),
+        )
     }
 
     /// [`MessageRenderer::render_batch`] with an explicit thread count (≥ 1).
@@ -369,20 +535,81 @@ impl MessageRenderer {
         }
         parallel::map_chunks(recipients, threads, |chunk| {
             let mut scratch = Scratch::default();
+            let mut plan = RenderPlan::new();
             chunk
                 .iter()
-                .map(|r| self.render_one(r, &date_line, dkim_timestamp, &mut scratch))
+                .map(|r| {
+                    self.plan_one(r, &date_line, dkim_timestamp, &mut scratch, &mut plan)?;
+                    Ok(self.to_vec(&plan))
+                })
                 .collect()
         })
     }
 
-    fn render_one(
+    /// Plan one message per recipient into the first `recipients.len()` of `plans` (grown as
+    /// needed, never shrunk: plans and their buffers are reused from call to call), splitting
+    /// the work across `threads` (≥ 1). On error, the error of the first failing recipient
+    /// (in order) is returned. Write the messages with [`MessageRenderer::write_plan`] or read
+    /// them with [`MessageRenderer::plan_slices`].
+    pub fn plan_batch(
+        &self,
+        recipients: &[Recipient<'_>],
+        date: &str,
+        dkim_timestamp: Option<u64>,
+        threads: usize,
+        plans: &mut Vec<RenderPlan>,
+    ) -> Result<()> {
+        let date_line = date_line(date)?;
+        if self.dkim.is_some() && dkim_timestamp.is_none() {
+            return Err(missing_timestamp());
+        }
+        if plans.len() < recipients.len() {
+            plans.resize_with(recipients.len(), RenderPlan::new);
+        }
+        let plans = &mut plans[..recipients.len()];
+        parallel::for_each_chunk(recipients, plans, threads, |chunk, plans| {
+            let mut scratch = Scratch::default();
+            for (r, plan) in chunk.iter().zip(plans.iter_mut()) {
+                self.plan_one(r, &date_line, dkim_timestamp, &mut scratch, plan)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The bytes of a planned message, in order (their lengths add up to `plan.len()`).
+    pub fn plan_slices<'a>(&'a self, plan: &'a RenderPlan) -> impl Iterator<Item = &'a [u8]> + 'a {
+        plan.segs.iter().map(move |seg| match *seg {
+            Seg::Own(a, b) => &plan.own[a as usize..b as usize],
+            Seg::Chunk(id, from) => &self.chunks.0[id as usize].encoded()[from as usize..],
+        })
+    }
+
+    /// Write a planned message into `out` (exactly `plan.len()` bytes long).
+    pub fn write_plan(&self, plan: &RenderPlan, out: &mut [u8]) {
+        let mut at = 0;
+        for slice in self.plan_slices(plan) {
+            out[at..at + slice.len()].copy_from_slice(slice);
+            at += slice.len();
+        }
+    }
+
+    fn to_vec(&self, plan: &RenderPlan) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plan.len());
+        for slice in self.plan_slices(plan) {
+            out.extend_from_slice(slice);
+        }
+        out
+    }
+
+    fn plan_one(
         &self,
         r: &Recipient<'_>,
         date_line: &[u8],
         dkim_timestamp: Option<u64>,
         s: &mut Scratch,
-    ) -> Result<Vec<u8>> {
+        plan: &mut RenderPlan,
+    ) -> Result<()> {
+        plan.clear();
         let values = r.values;
         let value = |i: usize| values.get(i).copied().flatten().unwrap_or("");
         let email = value(EMAIL);
@@ -408,26 +635,8 @@ impl MessageRenderer {
         };
 
         s.subject.clear();
-        s.preheader.clear();
-        s.html.clear();
-        s.text.clear();
         s.name.clear();
-        self.subject.render_into(&mut s.subject, values, false, "");
-        self.preheader
-            .render_into(&mut s.preheader, values, true, "");
-        self.html.render_into(&mut s.html, values, true, token);
-        match &self.text {
-            Some(part) => part.render_into(&mut s.text, values, false, ""),
-            None => text::html_to_text_into(&mut s.text, &s.html),
-        }
-        if !s.preheader.trim().is_empty() {
-            let at = text::body_open_end(&s.html).unwrap_or(0);
-            let block_len = PREHEADER_OPEN.len() + s.preheader.len() + PREHEADER_CLOSE.len();
-            s.html.reserve(block_len);
-            s.html.insert_str(at, PREHEADER_CLOSE);
-            s.html.insert_str(at, &s.preheader);
-            s.html.insert_str(at, PREHEADER_OPEN);
-        }
+        self.subject.render_into(&mut s.subject, values, false);
         for part in [value(FIRST_NAME), value(LAST_NAME)] {
             let part = sanitize(part);
             let part = trim_wsp(&part);
@@ -441,24 +650,11 @@ impl MessageRenderer {
         let subject = sanitize(&s.subject);
         let subject = trim_wsp(&subject);
 
-        let capacity = self.base_capacity
-            + if self.dkim.is_some() {
-                DKIM_FIELD_RESERVE
-            } else {
-                0
-            }
-            + date_line.len()
-            + 2 * (s.name.len() + subject.len())
-            + email.len()
-            + r.message_id.len()
-            + r.unsubscribe_url.len()
-            + qp::estimate_len(s.text.len())
-            + qp::estimate_len(s.html.len());
-        let mut out = Vec::with_capacity(capacity);
+        let out = &mut plan.own;
         out.extend_from_slice(&self.from_line);
-        header::write_address(&mut out, "To", &s.name, email);
+        header::write_address(out, "To", &s.name, email);
         out.extend_from_slice(&self.reply_to_line);
-        header::write_unstructured(&mut out, "Subject", subject);
+        header::write_unstructured(out, "Subject", subject);
         out.extend_from_slice(date_line);
         out.extend_from_slice(b"Message-ID: <");
         out.extend_from_slice(r.message_id.as_bytes());
@@ -472,22 +668,194 @@ impl MessageRenderer {
         out.extend_from_slice(&boundary);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(TEXT_PART_HEADERS);
-        qp::encode_into(&mut out, s.text.as_bytes());
+
+        let mut stream = QpStream::new();
+        match &self.text {
+            TextBody::Given(ops) => self.write_body(ops, values, token, &mut stream, plan, s),
+            TextBody::Derived(program) => {
+                program.run(&mut s.text, values, token);
+                for &piece in &s.text.pieces {
+                    match piece {
+                        Piece::Chunk(i) => {
+                            let chunk = &program.chunks()[i as usize];
+                            match chunk.id {
+                                Some(id) => stream.write_chunk(plan, &self.chunks.0[id as usize]),
+                                None => stream.write(&mut plan.own, chunk.text.as_bytes()),
+                            }
+                        }
+                        Piece::Dyn(a, b) => stream.write(
+                            &mut plan.own,
+                            &s.text.scratch.as_bytes()[a as usize..b as usize],
+                        ),
+                    }
+                }
+            }
+        }
+        stream.finish(&mut plan.own);
+
+        let out = &mut plan.own;
         out.extend_from_slice(b"\r\n--");
         out.extend_from_slice(&boundary);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(HTML_PART_HEADERS);
-        qp::encode_into(&mut out, s.html.as_bytes());
+        let shown = match self.preheader_shown {
+            Some(shown) => shown,
+            None => {
+                s.preheader.clear();
+                self.preheader.render_into(&mut s.preheader, values, true);
+                !s.preheader.trim().is_empty()
+            }
+        };
+        let html = if shown {
+            &self.html_preheader
+        } else {
+            &self.html
+        };
+        let mut stream = QpStream::new();
+        self.write_body(html, values, token, &mut stream, plan, s);
+        stream.finish(&mut plan.own);
+        let out = &mut plan.own;
         out.extend_from_slice(b"\r\n--");
         out.extend_from_slice(&boundary);
         out.extend_from_slice(b"--\r\n");
+        plan.seal();
+
         if let Some(signer) = &self.dkim {
             let timestamp = dkim_timestamp.ok_or_else(missing_timestamp)?;
-            let field = signer.signature_field(&out, timestamp)?;
-            out.splice(0..0, field);
+            let message = self.to_vec(plan);
+            let field = signer.signature_field(&message, timestamp)?;
+            plan.clear();
+            plan.own.extend_from_slice(&field);
+            plan.own.extend_from_slice(&message);
+            plan.seal();
         }
-        Ok(out)
+        Ok(())
     }
+
+    fn write_body(
+        &self,
+        ops: &[BodyOp],
+        values: &[Option<&str>],
+        token: &str,
+        stream: &mut QpStream,
+        plan: &mut RenderPlan,
+        s: &mut Scratch,
+    ) {
+        for op in ops {
+            match op {
+                BodyOp::Chunk(id) => stream.write_chunk(plan, &self.chunks.0[*id as usize]),
+                BodyOp::Lit(text) => stream.write(&mut plan.own, text.as_bytes()),
+                BodyOp::Field {
+                    slot,
+                    default,
+                    html,
+                } => {
+                    let v = match values.get(*slot).copied().flatten() {
+                        Some(v) if !v.is_empty() => v,
+                        _ => default.as_deref().unwrap_or(""),
+                    };
+                    match html {
+                        None => stream.write(&mut plan.own, v.as_bytes()),
+                        Some(escape) => {
+                            let v = escape.apply(v);
+                            if v.bytes()
+                                .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+                            {
+                                s.escaped.clear();
+                                html_escape_into(&mut s.escaped, v);
+                                stream.write(&mut plan.own, s.escaped.as_bytes());
+                            } else {
+                                stream.write(&mut plan.own, v.as_bytes());
+                            }
+                        }
+                    }
+                }
+                BodyOp::Token => stream.write(&mut plan.own, token.as_bytes()),
+            }
+        }
+    }
+}
+
+/// Threads for a batch of `n` messages.
+fn default_threads(n: usize) -> usize {
+    if n >= PARALLEL_THRESHOLD {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    }
+}
+
+/// The segments of `html` with the preheader block after its first `<body …>` tag (at the
+/// start without one); fields index [`MessageRenderer::fields`].
+fn with_preheader(html: &Template, html_index: &[usize], preheader: &Part) -> Vec<Segment> {
+    let reindex = |segments: &[Segment], index: &[usize]| -> Vec<Segment> {
+        segments
+            .iter()
+            .map(|s| match s {
+                Segment::Field {
+                    field,
+                    default,
+                    escape,
+                } => Segment::Field {
+                    field: index.get(*field).copied().unwrap_or(usize::MAX),
+                    default: default.clone(),
+                    escape: escape.clone(),
+                },
+                other => other.clone(),
+            })
+            .collect()
+    };
+    let mut scanned = String::with_capacity(html.literal_len() + 2 * html.segments().len());
+    for segment in html.segments() {
+        match segment {
+            Segment::Literal(text) => scanned.push_str(text),
+            _ => scanned.push_str("{{"),
+        }
+    }
+    let at = text::body_open_end(&scanned).unwrap_or(0);
+    let mut block = vec![Segment::Literal(PREHEADER_OPEN.to_owned())];
+    block.extend(reindex(preheader.template.segments(), &preheader.index));
+    block.push(Segment::Literal(PREHEADER_CLOSE.to_owned()));
+
+    let mut out = Vec::with_capacity(html.segments().len() + block.len() + 1);
+    let mut pos = 0;
+    let mut block = Some(block);
+    for segment in reindex(html.segments(), html_index) {
+        let len = match &segment {
+            Segment::Literal(text) => text.len(),
+            _ => 2,
+        };
+        if let (Some(_), Segment::Literal(text)) = (&block, &segment) {
+            if at >= pos && at <= pos + len {
+                let (head, tail) = text.split_at(at - pos);
+                out.push(Segment::Literal(head.to_owned()));
+                out.extend(block.take().unwrap_or_default());
+                out.push(Segment::Literal(tail.to_owned()));
+                pos += len;
+                continue;
+            }
+        }
+        if block.is_some() && at == pos && at == 0 {
+            out.extend(block.take().unwrap_or_default());
+        }
+        out.push(segment);
+        pos += len;
+    }
+    out.extend(block.unwrap_or_default());
+    merge_literals(out)
+}
+
+/// Adjacent literals merged, empty ones dropped.
+fn merge_literals(segments: Vec<Segment>) -> Vec<Segment> {
+    let mut merged: Vec<Segment> = Vec::with_capacity(segments.len());
+    for segment in segments {
+        match (segment, merged.last_mut()) {
+            (Segment::Literal(text), _) if text.is_empty() => {}
+            (Segment::Literal(text), Some(Segment::Literal(prev))) => prev.push_str(&text),
+            (segment, _) => merged.push(segment),
+        }
+    }
+    merged
 }
 
 fn missing_timestamp() -> Error {
@@ -515,11 +883,19 @@ fn date_line(date: &str) -> Result<Vec<u8>> {
 /// A header token: non-empty, ≤ [`MAX_TOKEN_LEN`] bytes, no whitespace or control
 /// characters (non-ASCII is allowed, RFC 6532), and every char accepted by `extra`.
 fn validate_token(what: &str, token: &str, extra: impl Fn(char) -> bool) -> Result<()> {
+    let char_ok = |c: char| {
+        !c.is_whitespace() && !c.is_control() && !header::is_header_control(c) && extra(c)
+    };
+    // ASCII (the common case) bytewise: no whitespace or control is printable ASCII.
     let ok = !token.is_empty()
         && token.len() <= MAX_TOKEN_LEN
-        && token.chars().all(|c| {
-            !c.is_whitespace() && !c.is_control() && !header::is_header_control(c) && extra(c)
-        });
+        && if token.is_ascii() {
+            token
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && extra(char::from(b)))
+        } else {
+            token.chars().all(char_ok)
+        };
     if ok {
         Ok(())
     } else {
@@ -546,11 +922,12 @@ fn boundary(message_id: &str) -> [u8; BOUNDARY_LEN] {
     let hash = message_id
         .bytes()
         .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
-    let mut hex = String::with_capacity(32);
-    let _ = write!(hex, "{hash:032x}");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; BOUNDARY_LEN];
     out[..BOUNDARY_PREFIX.len()].copy_from_slice(BOUNDARY_PREFIX);
-    out[BOUNDARY_PREFIX.len()..].copy_from_slice(hex.as_bytes());
+    for (k, b) in out[BOUNDARY_PREFIX.len()..].iter_mut().enumerate() {
+        *b = HEX[((hash >> (124 - 4 * k)) & 0xF) as usize];
+    }
     out
 }
 
@@ -652,7 +1029,9 @@ mod tests {
                 h,
                 format!("\r\nContent-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable")
             );
-            String::from_utf8(qp_decode(b.as_bytes())).unwrap()
+            let decoded = qp_decode(b.as_bytes());
+            crate::qp::tests::check_encoding(b.as_bytes(), &decoded);
+            String::from_utf8(decoded).unwrap()
         };
         Parsed {
             text: part(parts[1], "text/plain"),
@@ -951,6 +1330,23 @@ mod tests {
         assert_eq!(r.render_batch(&recs, DATE).unwrap(), single);
         assert!(r.render_batch(&[], DATE).unwrap().is_empty());
 
+        // plans: reused, never shrunk; each writes exactly its message
+        let mut plans = Vec::new();
+        for (n, threads) in [(600, 3), (10, 1), (300, 2)] {
+            r.plan_batch(&recs[..n], DATE, None, threads, &mut plans)
+                .unwrap();
+            assert_eq!(plans.len(), 600);
+            for (plan, want) in plans.iter().zip(&single[..n]) {
+                let mut out = vec![0u8; plan.len()];
+                r.write_plan(plan, &mut out);
+                assert_eq!(&out, want);
+                assert_eq!(
+                    r.plan_slices(plan).map(<[u8]>::len).sum::<usize>(),
+                    want.len()
+                );
+            }
+        }
+
         // the first failing recipient (in order) is reported, whatever the split
         let bad_vals = values(&r, &[("email", "bad")]);
         let mut recs2 = recs.clone();
@@ -961,6 +1357,17 @@ mod tests {
                 .render_batch_with_threads(&recs2, DATE, threads)
                 .unwrap_err();
             assert!(err.to_string().contains("\"bad\""), "{err}");
+            let err = r
+                .plan_batch(&recs2, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("\"bad\""), "{err}");
+            let mut late = recs.clone();
+            late[599].message_id = "bad id";
+            late[40].message_id = "bad<id>";
+            let err = r
+                .plan_batch(&late, DATE, None, threads, &mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("bad<id>"), "{err}");
         }
     }
 
@@ -1149,5 +1556,139 @@ mod tests {
         ] {
             assert!(matches!(e, Error::Dkim(_)), "{e:?}");
         }
+    }
+
+    /// Random campaigns and recipients: every message parses strictly, each part's
+    /// quoted-printable follows the rules, and the parts decode to what the templates give
+    /// when rendered one by one (HTML rendered then the preheader inserted; the text given,
+    /// or derived event by event, see `textpart::tests::reference`).
+    #[test]
+    fn random_messages_decode_to_the_reference() {
+        use crate::qp::tests::Rng;
+        const PIECES: &[&str] = &[
+            "<p>", "</p>", "<br>", "<li>", "</li>", "<div>", "</div>", "<h1>", "</h1>", " ",
+            "\n", "\r\n", "\r", "  ", "&nbsp;", "&amp;", "word ", "Longer text of some words ",
+            ".", "From ", "=", "é", "😀", "\t", "<body class=\"x\">", "</body>", "<head><title>{{ email }}</title></head>",
+            "<a href=\"https://x.io/p\">", "</a>", "<a href=\"https://x.io/q?a={{ lastName }}\">",
+            "<a href=\"{{ customFields.url }}\">", "{{ firstName }}", "{{ lastName | default: \"d d\" }}",
+            "{{ customFields.url }}", "<td class={{ firstName }}>", "<img src=\"https://x.io/i.png\">",
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ",
+        ];
+        const VALUES: &[&str] = &[
+            "",
+            " ",
+            "Ann",
+            "a b",
+            "\r\n.\r\nFrom x",
+            "x=y",
+            "  spaced  out  ",
+            "é😀",
+            "<b>&amp;",
+            "javascript:alert(1)",
+            "https://ok.io/x",
+            "\t",
+            "F",
+            ".",
+            "Fro",
+            "A value long enough to need a soft line break somewhere in the middle of it, surely",
+        ];
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut rendered = 0;
+        for round in 0..1500 {
+            let pick = |rng: &mut Rng, n: usize| -> String {
+                (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+            };
+            let n = rng.below(16);
+            let html = pick(&mut rng, n);
+            let n = rng.below(6);
+            let text = (rng.below(3) == 0).then(|| pick(&mut rng, n));
+            let preheader = ["", "Hi {{ firstName }}", "Static preview", " "][rng.below(4)];
+            let (opens, clicks) = (rng.below(2) == 0, rng.below(2) == 0);
+            let spec = MessageSpec {
+                html: &html,
+                text: text.as_deref(),
+                preheader,
+                tracking: Tracking {
+                    opens,
+                    clicks,
+                    base: "https://t.io",
+                },
+                ..spec()
+            };
+            let Ok(r) = MessageRenderer::new(&spec) else {
+                continue;
+            };
+            let owned: Vec<Option<&str>> = (0..r.fields().len())
+                .map(|i| {
+                    if i == EMAIL {
+                        Some("a@x.io")
+                    } else {
+                        (rng.below(4) > 0).then(|| VALUES[rng.below(VALUES.len())])
+                    }
+                })
+                .collect();
+            let token = "Tok-1_x";
+            let msg = r
+                .render(
+                    &Recipient {
+                        values: &owned,
+                        message_id: "m@x",
+                        unsubscribe_url: "https://u.io/u",
+                        tracking_token: Some(token),
+                    },
+                    DATE,
+                )
+                .unwrap();
+            rendered += 1;
+            let p = parse(&msg);
+            let lookup = |path: &str| {
+                r.fields()
+                    .iter()
+                    .position(|f| f == path)
+                    .and_then(|i| owned[i])
+            };
+            let html_t = Template::compile_html(&html).unwrap();
+            let (instrumented, _) = tracking::instrument(&html_t, &spec.tracking);
+            let index: Vec<usize> = instrumented
+                .field_paths()
+                .iter()
+                .map(|f| r.fields().iter().position(|g| g == f).unwrap())
+                .collect();
+            let mut expected_html = String::new();
+            instrumented.render_into_indexed_with_token(
+                &mut expected_html,
+                &owned,
+                &index,
+                true,
+                token,
+            );
+            let pre = Template::compile_html(preheader)
+                .unwrap()
+                .render_with(lookup, true);
+            if !pre.trim().is_empty() {
+                let at = text::body_open_end(&expected_html).unwrap_or(0);
+                expected_html.insert_str(at, &format!("{PREHEADER_OPEN}{pre}{PREHEADER_CLOSE}"));
+            }
+            let expected_text = match &text {
+                Some(t) => Template::compile(t).unwrap().render_with(lookup, false),
+                None => crate::textpart::tests::reference(&instrumented, &index, &owned, token),
+            };
+            let crlf = |s: &str| {
+                s.replace("\r\n", "\n")
+                    .replace('\r', "\n")
+                    .replace('\n', "\r\n")
+            };
+            assert_eq!(
+                p.html,
+                crlf(&expected_html),
+                "round {round}: {html:?} {owned:?}"
+            );
+            assert_eq!(
+                p.text,
+                crlf(&expected_text),
+                "round {round}: {html:?} {text:?} {owned:?}"
+            );
+        }
+        assert!(rendered > 1000, "{rendered}");
     }
 }

@@ -9,6 +9,15 @@
 //!   dot-stuffing / smuggling) and the `F` of a line starting with `From ` is written `=46`
 //!   (mbox munging). Output therefore never contains `=_`, which makes `=_…` a safe
 //!   multipart boundary prefix.
+//!
+//! [`encode`] encodes one buffer. [`QpStream`] encodes a part that arrives in pieces, some
+//! of them [`QpChunk`]s encoded once in advance (a template's literal text): such a chunk's
+//! encoding assumes it starts a line, so the stream writes a soft break before it unless the
+//! line is empty or the chunk starts with a line break. Where a piece ends, the stream
+//! decides what needs the next byte (a space or tab before a break, a CR before an LF) when
+//! that byte comes, and is conservative where waiting would not pay: a line-start `F` that
+//! a piece end cuts short of `From ` is encoded, and a piece's last byte never takes the
+//! 76th column. The decoded text is always exactly the concatenated input.
 
 /// Maximum length of an encoded line, excluding the CRLF (RFC 2045).
 pub const MAX_LINE: usize = 76;
@@ -127,6 +136,252 @@ fn push_escaped(out: &mut Vec<u8>, b: u8) {
     out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0F)]]);
 }
 
+#[inline]
+fn is_break_byte(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+#[inline]
+fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Whether the `F` that starts `rest` at a line start must be encoded: `rest` starts with
+/// `From `, or ends before it could tell (what follows in the next piece is not known).
+#[inline]
+fn from_at(rest: &[u8]) -> bool {
+    const FROM: &[u8] = b"From ";
+    if rest.len() >= FROM.len() {
+        rest.starts_with(FROM)
+    } else {
+        FROM.starts_with(rest)
+    }
+}
+
+/// Where a [`QpStream`] writes.
+pub trait QpSink {
+    /// The buffer encoded bytes are appended to.
+    fn bytes(&mut self) -> &mut Vec<u8>;
+    /// Append `chunk.encoded()[from..]` (a sink may keep a reference instead of copying).
+    fn chunk(&mut self, chunk: &QpChunk, from: usize);
+}
+
+impl QpSink for Vec<u8> {
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn chunk(&mut self, chunk: &QpChunk, from: usize) {
+        self.extend_from_slice(&chunk.qp[from..]);
+    }
+}
+
+/// Text encoded once, as a [`QpStream`] would encode it from the start of a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QpChunk {
+    qp: Box<[u8]>,
+    /// The first input byte.
+    first: u8,
+    /// Column after the encoding.
+    end_col: usize,
+    /// A final space or tab, not encoded yet (see [`QpStream`]).
+    pending: Option<u8>,
+    /// Whether the input ends with a CR (an LF that follows belongs to its line break).
+    ends_cr: bool,
+    /// Caller's tag (e.g. the chunk's index in a table), see [`QpChunk::id`].
+    id: u32,
+}
+
+impl QpChunk {
+    /// Encode `raw` (non-empty); `id` is the caller's tag.
+    pub fn new(raw: &[u8], id: u32) -> QpChunk {
+        debug_assert!(!raw.is_empty());
+        let mut stream = QpStream::new();
+        let mut qp = Vec::with_capacity(estimate_len(raw.len()));
+        stream.write(&mut qp, raw);
+        QpChunk {
+            qp: qp.into_boxed_slice(),
+            first: raw.first().copied().unwrap_or(b'\n'),
+            end_col: stream.col,
+            pending: stream.pending,
+            ends_cr: stream.after_cr,
+            id,
+        }
+    }
+
+    /// The encoded bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.qp
+    }
+
+    /// The tag given to [`QpChunk::new`].
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// Quoted-printable encoder of one part written in pieces (see the module docs). Call
+/// [`QpStream::finish`] after the last piece.
+#[derive(Debug, Clone, Default)]
+pub struct QpStream {
+    col: usize,
+    /// The input's last byte when it is a space or tab: written once the next byte shows
+    /// whether it ends a line.
+    pending: Option<u8>,
+    /// The input so far ends with a CR (already written as a line break).
+    after_cr: bool,
+}
+
+impl QpStream {
+    /// A stream at the start of a part.
+    pub fn new() -> QpStream {
+        QpStream::default()
+    }
+
+    /// Encode `input`, appending to `out`.
+    pub fn write(&mut self, out: &mut Vec<u8>, mut input: &[u8]) {
+        if self.after_cr {
+            if input.is_empty() {
+                return;
+            }
+            self.after_cr = false;
+            if input[0] == b'\n' {
+                input = &input[1..];
+            }
+        }
+        let Some((&last, _)) = input.split_last() else {
+            return;
+        };
+        if let Some(ws) = self.pending.take() {
+            self.put_ws(out, ws, is_break_byte(input[0]));
+        }
+        if is_wsp(last) {
+            self.encode_run(out, &input[..input.len() - 1]);
+            self.pending = Some(last);
+        } else {
+            self.encode_run(out, input);
+            self.after_cr = last == b'\r';
+        }
+    }
+
+    /// Append a precomputed chunk: a soft break first unless the line is empty or the chunk
+    /// starts with a line break.
+    pub fn write_chunk<S: QpSink + ?Sized>(&mut self, sink: &mut S, chunk: &QpChunk) {
+        if self.after_cr && chunk.first == b'\n' {
+            // The chunk's encoding starts with the CRLF of that LF: already written.
+            sink.chunk(chunk, 2);
+        } else {
+            let starts_line = is_break_byte(chunk.first);
+            if let Some(ws) = self.pending.take() {
+                self.put_ws(sink.bytes(), ws, starts_line);
+            }
+            if self.col != 0 && !starts_line {
+                sink.bytes().extend_from_slice(b"=\r\n");
+            }
+            sink.chunk(chunk, 0);
+        }
+        self.col = chunk.end_col;
+        self.pending = chunk.pending;
+        self.after_cr = chunk.ends_cr;
+    }
+
+    /// End the part (a pending space or tab is encoded: it ends the text).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(ws) = self.pending.take() {
+            self.put_ws(out, ws, true);
+        }
+        self.after_cr = false;
+    }
+
+    /// The current column.
+    pub fn col(&self) -> usize {
+        self.col
+    }
+
+    fn put_ws(&mut self, out: &mut Vec<u8>, ws: u8, before_break: bool) {
+        let (width, max_col) = if before_break {
+            (3, MAX_LINE)
+        } else {
+            (1, MAX_LINE - 1)
+        };
+        if self.col + width > max_col {
+            out.extend_from_slice(b"=\r\n");
+            self.col = 0;
+        }
+        if before_break {
+            push_escaped(out, ws);
+        } else {
+            out.push(ws);
+        }
+        self.col += width;
+    }
+
+    /// [`encode_into`]'s loop for a run whose end is not a line end (more may follow).
+    fn encode_run(&mut self, out: &mut Vec<u8>, input: &[u8]) {
+        let n = input.len();
+        let is_break = |i: usize| i < n && is_break_byte(input[i]);
+        let mut col = self.col;
+        let mut i = 0;
+        while i < n {
+            let b = input[i];
+            if is_break_byte(b) {
+                out.extend_from_slice(b"\r\n");
+                col = 0;
+                i += if b == b'\r' && input.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                continue;
+            }
+            if col == 0 && (b == b'.' || (b == b'F' && from_at(&input[i..]))) {
+                push_escaped(out, b);
+                col = 3;
+                i += 1;
+                continue;
+            }
+            let limit = n.min(i + (MAX_LINE - 1).saturating_sub(col));
+            let mut j = i;
+            while j + 8 <= limit {
+                let word = u64::from_le_bytes(input[j..j + 8].try_into().unwrap_or_default());
+                if !all_plain(word) {
+                    break;
+                }
+                j += 8;
+            }
+            while j < limit && SAFE[usize::from(input[j])] {
+                j += 1;
+            }
+            if j > i && is_wsp(input[j - 1]) && is_break(j) {
+                j -= 1;
+            }
+            if j > i {
+                out.extend_from_slice(&input[i..j]);
+                col += j - i;
+                i = j;
+                continue;
+            }
+            let last = is_break(i + 1);
+            let literal = SAFE[usize::from(b)] && !(last && is_wsp(b));
+            let width = if literal { 1 } else { 3 };
+            let max_col = if last { MAX_LINE } else { MAX_LINE - 1 };
+            if col + width > max_col {
+                out.extend_from_slice(b"=\r\n");
+                col = 0;
+                continue;
+            }
+            if literal {
+                out.push(b);
+            } else {
+                push_escaped(out, b);
+            }
+            col += width;
+            i += 1;
+        }
+        self.col = col;
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -186,6 +441,12 @@ pub(crate) mod tests {
 
     fn check(input: &[u8]) -> Vec<u8> {
         let enc = encode(input);
+        check_encoding(&enc, input);
+        enc
+    }
+
+    /// The output rules of the module docs, and that `enc` decodes to `input`.
+    pub(crate) fn check_encoding(enc: &[u8], input: &[u8]) {
         for line in enc.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             assert!(
@@ -217,8 +478,7 @@ pub(crate) mod tests {
             }
         }
         assert!(!enc.windows(2).any(|w| w == b"=_"));
-        assert_eq!(decode(&enc), normalise_breaks(input), "{input:?}");
-        enc
+        assert_eq!(decode(enc), normalise_breaks(input), "{input:?}");
     }
 
     #[test]
@@ -324,6 +584,117 @@ pub(crate) mod tests {
                 })
                 .collect();
             check(&input);
+        }
+    }
+
+    /// xorshift64 (deterministic test inputs without a dependency).
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Encode `pieces` with a stream: `(true, p)` as a precomputed chunk, else written.
+    fn stream(pieces: &[(bool, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = QpStream::new();
+        for &(chunk, p) in pieces {
+            if chunk {
+                s.write_chunk(&mut out, &QpChunk::new(p, 0));
+            } else {
+                s.write(&mut out, p);
+            }
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn stream_of_one_write_matches_encode_but_for_the_last_column() {
+        for input in [
+            &b"hello"[..],
+            b"a \n b\t",
+            b"x=y\r\n.z",
+            b"From me",
+            b"\xc3\xa9 ",
+        ] {
+            assert_eq!(stream(&[(false, input)]), encode(input));
+        }
+        // the last byte of a piece never takes column 76
+        assert_eq!(encode(&[b'b'; 76]), vec![b'b'; 76]);
+        let s = stream(&[(false, &[b'b'; 76])]);
+        assert_eq!(s, [&[b'b'; 75][..], b"=\r\nb"].concat());
+    }
+
+    #[test]
+    fn pieces_resolve_what_needs_the_next_byte() {
+        // a space before a break in the next piece is encoded; before text it is not
+        assert_eq!(stream(&[(false, b"a "), (false, b"\nb")]), b"a=20\r\nb");
+        assert_eq!(
+            stream(&[(false, b"a "), (false, b""), (false, b"b")]),
+            b"a b"
+        );
+        assert_eq!(stream(&[(false, b"a\t")]), b"a=09");
+        // a CR and an LF in the next piece are one line break
+        assert_eq!(stream(&[(false, b"a\r"), (false, b"\nb")]), b"a\r\nb");
+        assert_eq!(stream(&[(false, b"a\r"), (true, b"\nb")]), b"a\r\nb");
+        assert_eq!(stream(&[(false, b"a\r"), (false, b"\r\nb")]), b"a\r\n\r\nb");
+        // an F cut short of `From ` at a line start is encoded
+        assert_eq!(stream(&[(false, b"Fro"), (false, b"m x")]), b"=46rom x");
+        assert_eq!(stream(&[(false, b"Fr"), (false, b"ed")]), b"=46red");
+        assert_eq!(stream(&[(false, b"Fred")]), b"Fred");
+    }
+
+    #[test]
+    fn chunks_start_lines() {
+        let chunk: &[u8] = b".b c";
+        assert_eq!(stream(&[(true, chunk)]), b"=2Eb c");
+        assert_eq!(stream(&[(false, b"a"), (true, chunk)]), b"a=\r\n=2Eb c");
+        assert_eq!(stream(&[(false, b"a\n"), (true, chunk)]), b"a\r\n=2Eb c");
+        assert_eq!(stream(&[(false, b"a "), (true, chunk)]), b"a =\r\n=2Eb c");
+        assert_eq!(stream(&[(false, b"a "), (true, b"\nx")]), b"a=20\r\nx");
+        // a chunk's own pending space and CR carry over
+        assert_eq!(stream(&[(true, b"x \r"), (false, b"\n")]), b"x=20\r\n");
+        assert_eq!(stream(&[(true, b"x "), (false, b"y")]), b"x y");
+    }
+
+    #[test]
+    fn random_pieces_round_trip() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let alphabet: &[u8] = b"ab .=F\t\r\n\xc3\xa9\x00From mo";
+        for round in 0..3000 {
+            let len = rng.below(300);
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                let take = 1 + rng.below(if round % 2 == 0 { 8 } else { 120 });
+                let end = input.len().min(at + take);
+                pieces.push((rng.below(3) == 0, &input[at..end]));
+                at = end;
+            }
+            let enc = stream(&pieces);
+            check_encoding(&enc, &input);
+            // a chunk's encoding is what a stream at a line start writes
+            for &(_, p) in &pieces {
+                let c = QpChunk::new(p, 7);
+                let mut s = QpStream::new();
+                let mut out = Vec::new();
+                s.write(&mut out, p);
+                assert_eq!(c.encoded(), &out[..]);
+                assert_eq!(c.id(), 7);
+            }
         }
     }
 }

@@ -91,11 +91,31 @@ pub enum Segment {
         field: usize,
         /// Used when the value is missing or empty.
         default: Option<String>,
+        /// How the value is escaped when rendered as HTML (always [`Escape::Html`] unless
+        /// compiled with [`Template::compile_html`]).
+        escape: Escape,
     },
     /// The recipient's tracking token, written verbatim. [`Template::compile`] never
     /// produces it; the message renderer adds it when it instruments the HTML part for
     /// click and open tracking (see `crate::tracking`).
     Token,
+}
+
+/// How a field's value is escaped when a template renders as HTML (see [`crate::html`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Escape {
+    /// `& < > " '` become `&amp; &lt; &gt; &quot; &#x27;` (text content, attribute values,
+    /// comments).
+    #[default]
+    Html,
+    /// As [`Escape::Html`], at the start of a URL attribute value: a value that would give the
+    /// URL a scheme other than `http`, `https`, `mailto` or `tel` is replaced by
+    /// [`crate::html::BLOCKED_URL`].
+    UrlStart {
+        /// The template text after the field in the attribute value, character references
+        /// decoded (the value's scheme may end in it).
+        after: Box<str>,
+    },
 }
 
 /// A compiled template.
@@ -111,6 +131,20 @@ pub struct Template {
 impl Template {
     /// Compile `source`.
     pub fn compile(source: &str) -> Result<Template> {
+        Ok(Template::parse(source)?.0)
+    }
+
+    /// Compile `source` as HTML: every field is escaped for its context, and fields where
+    /// no escaping is safe are compile errors (see [`crate::html`]).
+    pub fn compile_html(source: &str) -> Result<Template> {
+        let (template, opens) = Template::parse(source)?;
+        crate::html::contextualize(template, &opens)
+    }
+
+    /// Compile `source`; also returns the byte offset of the `{{` of every
+    /// [`Segment::Field`], in segment order.
+    fn parse(source: &str) -> Result<(Template, Vec<usize>)> {
+        let mut opens = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         let mut fields: Vec<FieldPath> = Vec::new();
         let mut literal_len = 0;
@@ -140,18 +174,21 @@ impl Template {
             segments.push(Segment::Field {
                 field,
                 default: tag.default,
+                escape: Escape::Html,
             });
+            opens.push(open);
             pos = tag.end;
         }
         push_literal(&mut segments, &source[pos..]);
         let field_paths = fields.iter().map(ToString::to_string).collect();
-        Ok(Template {
+        let template = Template {
             source: source.to_owned(),
             segments,
             fields,
             field_paths,
             literal_len,
-        })
+        };
+        Ok((template, opens))
     }
 
     /// The source text.
@@ -268,14 +305,18 @@ impl Template {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Token => out.push_str(token),
-                Segment::Field { field, default } => {
+                Segment::Field {
+                    field,
+                    default,
+                    escape,
+                } => {
                     let text = match value(*field) {
                         Some(v) if !v.is_empty() => Some(v),
                         _ => default.as_deref(),
                     };
                     if let Some(text) = text {
                         if html {
-                            html_escape_into(out, text);
+                            html_escape_into(out, escape.apply(text));
                         } else {
                             out.push_str(text);
                         }
@@ -297,13 +338,24 @@ impl Template {
             .iter()
             .map(|s| match s {
                 Segment::Literal(_) | Segment::Token => 0,
-                Segment::Field { field, default } => {
+                Segment::Field { field, default, .. } => {
                     resolve(values, *field, default.as_deref()).map_or(0, str::len)
                 }
             })
             .sum();
         let slack = if html { substituted / 8 } else { 0 };
         self.literal_len + substituted + slack
+    }
+}
+
+impl Escape {
+    /// The text to HTML-escape for `value` (the value itself, or the blocked-URL stand-in).
+    #[inline]
+    pub fn apply<'v>(&self, value: &'v str) -> &'v str {
+        match self {
+            Escape::Html => value,
+            Escape::UrlStart { after } => crate::html::url_start(value, after),
+        }
     }
 }
 

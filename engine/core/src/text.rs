@@ -29,20 +29,55 @@ pub fn html_to_text_into(out: &mut String, html: &str) {
         pending: 0,
         link: None,
     };
+    tokenize(html, &[], &mut b);
+    b.finish();
+}
+
+/// What [`tokenize`] finds, in document order.
+pub(crate) trait Events {
+    /// Text without whitespace at either end (single spaces inside).
+    fn text(&mut self, s: &str);
+    /// A whitespace run.
+    fn ws(&mut self);
+    /// A block boundary: `level` line breaks (1 or 2) before the next text.
+    fn block(&mut self, level: u8);
+    /// `<br>`.
+    fn br(&mut self);
+    /// `<a>` with an `href` whose raw value is `html[value.0..value.1]`.
+    fn link_open(&mut self, html: &str, value: (usize, usize));
+    /// `</a>`.
+    fn link_close(&mut self);
+    /// The `k`-th mark, in text content.
+    fn mark(&mut self, k: usize);
+}
+
+/// Scan `html` by the rules of the module docs, reporting to `ev`. `marks` (ascending) are
+/// offsets of two-byte stand-ins (`{{`) for merge fields: in text content each is reported
+/// with [`Events::mark`]; inside markup or dropped elements they are not reported.
+pub(crate) fn tokenize(html: &str, marks: &[usize], ev: &mut impl Events) {
     let bytes = html.as_bytes();
+    let mut next_mark = 0;
     let mut i = 0;
     while i < bytes.len() {
+        while marks.get(next_mark).is_some_and(|&m| m < i) {
+            next_mark += 1;
+        }
+        let mark_at = marks.get(next_mark).copied().unwrap_or(usize::MAX);
+        if mark_at == i {
+            ev.mark(next_mark);
+            next_mark += 1;
+            i += 2;
+            continue;
+        }
         // Copy a run of ordinary text (single spaces between ordinary bytes included: the
         // result is the same as pushing char by char).
+        let stop = bytes.len().min(mark_at);
         let start = i;
         loop {
-            while i < bytes.len() && !SPECIAL[usize::from(bytes[i])] {
+            while i < stop && !SPECIAL[usize::from(bytes[i])] {
                 i += 1;
             }
-            if i > start
-                && i + 1 < bytes.len()
-                && bytes[i] == b' '
-                && !SPECIAL[usize::from(bytes[i + 1])]
+            if i > start && i + 1 < stop && bytes[i] == b' ' && !SPECIAL[usize::from(bytes[i + 1])]
             {
                 i += 1;
                 continue;
@@ -50,37 +85,91 @@ pub fn html_to_text_into(out: &mut String, html: &str) {
             break;
         }
         if i > start {
-            b.text(&html[start..i]);
+            ev.text(&html[start..i]);
             continue;
         }
         match bytes[i] {
             b'<' => match parse_tag(html, i) {
-                Some(tag) => {
-                    i = b.tag(html, &tag);
-                }
+                Some(tag) => i = tag_events(html, &tag, ev),
                 None => {
-                    b.text("<");
+                    ev.text("<");
                     i += 1;
                 }
             },
             b'&' => match decode_entity(html, i) {
                 Some((c, end)) => {
-                    b.char(c);
+                    char_event(ev, c);
                     i = end;
                 }
                 None => {
-                    b.text("&");
+                    ev.text("&");
                     i += 1;
                 }
             },
             _ => {
                 let c = html[i..].chars().next().unwrap_or(' ');
-                b.char(c);
+                char_event(ev, c);
                 i += c.len_utf8();
             }
         }
     }
-    b.finish();
+}
+
+fn char_event(ev: &mut impl Events, c: char) {
+    if is_ws(c) {
+        ev.ws();
+    } else {
+        let mut buf = [0u8; 4];
+        ev.text(c.encode_utf8(&mut buf));
+    }
+}
+
+/// Report the tag `tag`; returns the offset where scanning resumes.
+fn tag_events(html: &str, tag: &Tag, ev: &mut impl Events) -> usize {
+    let name = &html[tag.name.0..tag.name.1];
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    let heading = name.len() == 2
+        && name.as_bytes()[0].eq_ignore_ascii_case(&b'h')
+        && (b'1'..=b'6').contains(&name.as_bytes()[1]);
+    match tag.kind {
+        TagKind::Other => {}
+        TagKind::Open => {
+            if is("head") || is("style") || is("script") {
+                return skip_element(html, tag.end, name);
+            }
+            if is("br") {
+                ev.br();
+            } else if is("p") || heading {
+                ev.block(2);
+            } else if is("li") {
+                ev.block(1);
+                ev.text("-");
+                ev.ws();
+            } else if is("div") || is("tr") || is("ul") || is("ol") || is("table") {
+                ev.block(1);
+            } else if is("a") {
+                if let Some(href) = attrs(html, tag.attrs.0, tag.attrs.1)
+                    .find(|a| html[a.name.0..a.name.1].eq_ignore_ascii_case("href"))
+                {
+                    ev.link_open(html, href.value);
+                }
+            }
+        }
+        TagKind::Close => {
+            if is("p") || heading {
+                ev.block(2);
+            } else if is("div") || is("li") || is("tr") || is("ul") || is("ol") || is("table") {
+                ev.block(1);
+            } else if is("br") {
+                ev.br();
+            } else if is("td") || is("th") {
+                ev.ws();
+            } else if is("a") {
+                ev.link_close();
+            }
+        }
+    }
+    tag.end
 }
 
 /// Byte offset just after the `<body …>` open tag (ASCII case-insensitive), if any.
@@ -116,19 +205,73 @@ const SPECIAL: [bool; 256] = {
     t
 };
 
+/// Whitespace of the rules: space, tab, CR, LF, FF and NBSP.
 #[inline]
-fn is_ws(c: char) -> bool {
+pub(crate) fn is_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0C' | '\u{a0}')
 }
 
-struct Builder<'a> {
-    out: &'a mut String,
+/// The conversion state: text written to `out[base..]`.
+pub(crate) struct Builder<'a> {
+    pub(crate) out: &'a mut String,
     /// Where this conversion's output starts in `out`.
-    base: usize,
+    pub(crate) base: usize,
     /// Line breaks requested by block elements, written before the next text (0, 1 or 2).
-    pending: u8,
+    pub(crate) pending: u8,
     /// Open `<a href>`: (output offset where the link text starts, decoded href).
-    link: Option<(usize, String)>,
+    pub(crate) link: Option<(usize, String)>,
+}
+
+impl Events for Builder<'_> {
+    fn text(&mut self, s: &str) {
+        self.flush();
+        self.out.push_str(s);
+    }
+
+    fn ws(&mut self) {
+        if self.pending == 0 && !self.ends_with_break_or_space() {
+            self.out.push(' ');
+        }
+    }
+
+    fn block(&mut self, level: u8) {
+        self.pending = self.pending.max(level);
+    }
+
+    fn br(&mut self) {
+        self.flush();
+        self.newline();
+    }
+
+    fn link_open(&mut self, html: &str, value: (usize, usize)) {
+        let href = collapse_ws(&decode_entities(&html[value.0..value.1]));
+        if !href.is_empty() {
+            self.flush();
+            self.link = Some((self.out.len(), href));
+        }
+    }
+
+    fn link_close(&mut self) {
+        let Some((start, href)) = self.link.take() else {
+            return;
+        };
+        let start = start.min(self.out.len());
+        let text = self.out[start..].trim_matches([' ', '\n']);
+        if text.is_empty() || text == href {
+            let keep = self.out.len() - self.out[start..].trim_start_matches([' ', '\n']).len();
+            self.out.truncate(keep);
+            self.out.push_str(&href);
+        } else {
+            if !self.out.ends_with([' ', '\n']) {
+                self.out.push(' ');
+            }
+            self.out.push('(');
+            self.out.push_str(&href);
+            self.out.push(')');
+        }
+    }
+
+    fn mark(&mut self, _k: usize) {}
 }
 
 impl Builder<'_> {
@@ -151,105 +294,14 @@ impl Builder<'_> {
         self.out.push('\n');
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         for _ in 0..self.pending {
             self.newline();
         }
         self.pending = 0;
     }
 
-    fn block(&mut self, level: u8) {
-        self.pending = self.pending.max(level);
-    }
-
-    /// Non-whitespace text without markup.
-    fn text(&mut self, s: &str) {
-        self.flush();
-        self.out.push_str(s);
-    }
-
-    fn char(&mut self, c: char) {
-        if is_ws(c) {
-            if self.pending == 0 && !self.ends_with_break_or_space() {
-                self.out.push(' ');
-            }
-        } else {
-            self.flush();
-            self.out.push(c);
-        }
-    }
-
-    fn tag(&mut self, html: &str, tag: &Tag) -> usize {
-        let name = &html[tag.name.0..tag.name.1];
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        let heading = name.len() == 2
-            && name.as_bytes()[0].eq_ignore_ascii_case(&b'h')
-            && (b'1'..=b'6').contains(&name.as_bytes()[1]);
-        match tag.kind {
-            TagKind::Other => {}
-            TagKind::Open => {
-                if is("head") || is("style") || is("script") {
-                    return skip_element(html, tag.end, name);
-                }
-                if is("br") {
-                    self.flush();
-                    self.newline();
-                } else if is("p") || heading {
-                    self.block(2);
-                } else if is("li") {
-                    self.block(1);
-                    self.text("- ");
-                } else if is("div") || is("tr") || is("ul") || is("ol") || is("table") {
-                    self.block(1);
-                } else if is("a") {
-                    if let Some(href) = attr_value(html, tag.attrs.0, tag.attrs.1, "href") {
-                        let href = collapse_ws(&decode_entities(href));
-                        if !href.is_empty() {
-                            self.flush();
-                            self.link = Some((self.out.len(), href));
-                        }
-                    }
-                }
-            }
-            TagKind::Close => {
-                if is("p") || heading {
-                    self.block(2);
-                } else if is("div") || is("li") || is("tr") || is("ul") || is("ol") || is("table") {
-                    self.block(1);
-                } else if is("br") {
-                    self.flush();
-                    self.newline();
-                } else if is("td") || is("th") {
-                    self.char(' ');
-                } else if is("a") {
-                    self.close_link();
-                }
-            }
-        }
-        tag.end
-    }
-
-    fn close_link(&mut self) {
-        let Some((start, href)) = self.link.take() else {
-            return;
-        };
-        let start = start.min(self.out.len());
-        let text = self.out[start..].trim_matches([' ', '\n']);
-        if text.is_empty() || text == href {
-            let keep = self.out.len() - self.out[start..].trim_start_matches([' ', '\n']).len();
-            self.out.truncate(keep);
-            self.out.push_str(&href);
-        } else {
-            if !self.out.ends_with([' ', '\n']) {
-                self.out.push(' ');
-            }
-            self.out.push('(');
-            self.out.push_str(&href);
-            self.out.push(')');
-        }
-    }
-
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         while self.out.len() > self.base && self.out.ends_with([' ', '\n']) {
             self.out.pop();
         }
@@ -364,13 +416,6 @@ pub(crate) fn skip_element(html: &str, from: usize, name: &str) -> usize {
     html.len()
 }
 
-/// The raw value of attribute `want` in the attribute text `html[from..to]`.
-fn attr_value<'a>(html: &'a str, from: usize, to: usize, want: &str) -> Option<&'a str> {
-    attrs(html, from, to)
-        .find(|a| html[a.name.0..a.name.1].eq_ignore_ascii_case(want))
-        .map(|a| &html[a.value.0..a.value.1])
-}
-
 /// One attribute of a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attr {
@@ -469,7 +514,7 @@ fn decode_entity(html: &str, i: usize) -> Option<(char, usize)> {
 }
 
 /// Collapse whitespace runs to one space and trim.
-fn collapse_ws(s: &str) -> String {
+pub(crate) fn collapse_ws(s: &str) -> String {
     if !s.contains(is_ws) {
         return s.to_owned();
     }

@@ -126,11 +126,17 @@ struct PyTemplate {
 
 #[pymethods]
 impl PyTemplate {
+    /// `html=True` compiles an HTML template: each field is escaped for its context, and
+    /// fields where no escaping is safe are compile errors.
     #[new]
-    fn new(source: &str) -> EngineResult<Self> {
-        Ok(PyTemplate {
-            inner: engine::Template::compile(source)?,
-        })
+    #[pyo3(signature = (source, *, html = false))]
+    fn new(source: &str, html: bool) -> EngineResult<Self> {
+        let inner = if html {
+            engine::Template::compile_html(source)?
+        } else {
+            engine::Template::compile(source)?
+        };
+        Ok(PyTemplate { inner })
     }
 
     /// Distinct field paths referenced, in order of first appearance.
@@ -145,7 +151,8 @@ impl PyTemplate {
         self.inner.source()
     }
 
-    /// Render with `values` (field path -> value); `html=True` HTML-escapes substitutions.
+    /// Render with `values` (field path -> value); `html=True` HTML-escapes substitutions
+    /// (for their context when compiled with `html=True`).
     #[pyo3(signature = (values, *, html))]
     fn render(&self, values: &Bound<'_, PyDict>, html: bool) -> PyResult<String> {
         let mut owned: Vec<Option<PyBackedStr>> = Vec::with_capacity(self.inner.fields().len());
@@ -228,6 +235,23 @@ impl PyAudienceIndex {
         })?)
     }
 
+    /// Batch upsert from packed storage columns, as one SQL query returns them with
+    /// `group_concat`: `contacts` and `statuses` are decimal numbers separated by `,`,
+    /// `tags_json` the rows' JSON arrays of strings one after the other (whitespace between).
+    /// Parsing and bitmap work run with the GIL released.
+    fn upsert_packed(
+        &mut self,
+        py: Python<'_>,
+        contacts: &[u8],
+        statuses: &[u8],
+        tags_json: &[u8],
+    ) -> EngineResult<()> {
+        let inner = &mut self.inner;
+        Ok(without_gil(py, || {
+            inner.upsert_packed(contacts, statuses, tags_json)
+        })?)
+    }
+
     /// Remove a contact; True if it was present.
     fn remove(&mut self, contact: u32) -> bool {
         self.inner.remove(contact)
@@ -304,14 +328,132 @@ const RENDER_WINDOW: usize = 8 * engine::mime::PARALLEL_THRESHOLD;
 #[pyclass(module = "mailcore._engine", name = "MessageRenderer", frozen)]
 struct PyMessageRenderer {
     inner: engine::MessageRenderer,
+    /// The field paths as Python strings (made once: dict lookups then reuse their hash).
+    keys: Vec<Py<PyString>>,
+    /// Render plans kept between `render_batch` calls.
+    plans: std::sync::Mutex<Vec<engine::RenderPlan>>,
+}
+
+/// Keep freed heap memory for reuse once the process renders batches (glibc only).
+///
+/// glibc returns freed memory at the top of the heap to the kernel once it exceeds
+/// `M_TRIM_THRESHOLD` (128 KiB by default). A batch of rendered messages is tens of MB of
+/// `bytes`, freed once sent: the next batch then faults the same memory in again, page by
+/// page, which cost more than rendering (measured: 55 % of `render_batch` time in the
+/// kernel). From the first batch on, up to 256 MiB of freed heap is kept, and blocks up to
+/// 4 MiB (any message) come from the heap rather than from a fresh `mmap` each.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::raw::c_int;
+        extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes allocator parameters; glibc allows it at any time.
+        ONCE.call_once(|| unsafe {
+            mallopt(M_TRIM_THRESHOLD, 256 << 20);
+            mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        });
+    }
+}
+
+/// Threads for a batch of `n` messages (the engine's rule).
+fn render_threads(n: usize) -> usize {
+    if n >= engine::mime::PARALLEL_THRESHOLD {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    }
+}
+
+/// Where a message is written: the data of a new `bytes` object.
+struct Target {
+    data: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a Target points into a `bytes` object that the caller owns (created by
+// `new_bytes_uninit`, not yet visible to any Python code) and keeps alive while the
+// target is used; each target is written by exactly one thread.
+unsafe impl Send for Target {}
+unsafe impl Sync for Target {}
+
+/// A new `bytes` object of `len` bytes whose content is not initialised yet, and its data.
+/// The caller must fill all `len` bytes (see `write_plans`) before Python code sees it.
+fn new_bytes_uninit(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, Target)> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("message too large"))?;
+    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new reference to a bytes object
+    // with n uninitialised bytes (or NULL with an exception set); PyBytes_AsString of a bytes
+    // object is its data pointer, valid while the object lives.
+    unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let object = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
+        let data = pyo3::ffi::PyBytes_AsString(ptr).cast::<u8>();
+        Ok((object, Target { data, len }))
+    }
+}
+
+/// Write every plan into its target (same lengths), split across `threads`.
+fn write_plans(
+    renderer: &engine::MessageRenderer,
+    plans: &[engine::RenderPlan],
+    targets: &[Target],
+    threads: usize,
+) {
+    let write = |plans: &[engine::RenderPlan], targets: &[Target]| {
+        for (plan, target) in plans.iter().zip(targets) {
+            let mut at = 0;
+            for slice in renderer.plan_slices(plan) {
+                assert!(
+                    at + slice.len() <= target.len,
+                    "plan longer than its target"
+                );
+                // SAFETY: in bounds (checked above); the target is this thread's alone and
+                // the source is a Rust slice that does not overlap it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(slice.as_ptr(), target.data.add(at), slice.len());
+                }
+                at += slice.len();
+            }
+            assert_eq!(at, target.len, "plan shorter than its target");
+        }
+    };
+    // Threads take the next 32 messages as they finish (a paused thread holds no share up).
+    const PIECE: usize = 32;
+    let pieces = plans.len().div_ceil(PIECE);
+    let threads = threads.clamp(1, pieces.max(1));
+    if threads == 1 {
+        return write(plans, targets);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || loop {
+        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if k >= pieces {
+            break;
+        }
+        let range = k * PIECE..plans.len().min((k + 1) * PIECE);
+        write(&plans[range.clone()], &targets[range]);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(run);
+        }
+        run();
+    });
 }
 
 /// Look up `fields` in the mapping `values` (a missing key is `None`; values must be `str`).
 fn extract_values(
     values: &Bound<'_, PyAny>,
-    fields: &[String],
+    fields: &[Py<PyString>],
     out: &mut Vec<Option<PyBackedStr>>,
 ) -> PyResult<()> {
+    let py = values.py();
+    let fields = fields.iter().map(|f| f.bind(py));
     if let Ok(dict) = values.cast::<PyDict>() {
         for path in fields {
             out.push(match dict.get_item(path)? {
@@ -386,7 +528,18 @@ impl PyMessageRenderer {
                 )))
             }
         }
-        Ok(PyMessageRenderer { inner })
+        let keys = Python::attach(|py| {
+            inner
+                .fields()
+                .iter()
+                .map(|f| PyString::intern(py, f).unbind())
+                .collect()
+        });
+        Ok(PyMessageRenderer {
+            inner,
+            keys,
+            plans: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// The link table: distinct tracked link URLs in order of first appearance (index = id).
@@ -410,9 +563,8 @@ impl PyMessageRenderer {
         tracking_token: Option<&str>,
         dkim_timestamp: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let fields = self.inner.fields();
-        let mut owned = Vec::with_capacity(fields.len());
-        extract_values(values, fields, &mut owned)?;
+        let mut owned = Vec::with_capacity(self.keys.len());
+        extract_values(values, &self.keys, &mut owned)?;
         let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
         let recipient = engine::Recipient {
             values: &borrowed,
@@ -457,11 +609,10 @@ impl PyMessageRenderer {
             )))
             .into());
         }
-        let fields = self.inner.fields();
-        let k = fields.len();
+        let k = self.keys.len();
         let mut owned = Vec::with_capacity(n * k);
         for mapping in &values {
-            extract_values(mapping, fields, &mut owned)?;
+            extract_values(mapping, &self.keys, &mut owned)?;
         }
         let borrowed: Vec<Option<&str>> = owned.iter().map(|v| v.as_deref()).collect();
         let recipients: Vec<engine::Recipient<'_>> = (0..n)
@@ -472,19 +623,40 @@ impl PyMessageRenderer {
                 tracking_token: tracking_tokens.as_ref().map(|t| &*t[i]),
             })
             .collect();
+        keep_freed_memory();
         let inner = &self.inner;
         let timestamp = self.dkim_timestamp(dkim_timestamp);
+        let threads = render_threads(n);
+        // Plans are reused from call to call (their buffers stay warm); taken out of the pool
+        // so no lock is held while the GIL is released.
+        let mut plans = std::mem::take(&mut *self.plans.lock().unwrap_or_else(|e| e.into_inner()));
         let list = PyList::empty(py);
-        // Windows of RENDER_WINDOW messages bound the Rust-side buffers (they are copied into
-        // `bytes` and freed window by window) while each window still uses every core.
-        for window in recipients.chunks(RENDER_WINDOW) {
-            let messages = without_gil(py, || inner.render_batch_at(window, date, timestamp))
+        // Windows of RENDER_WINDOW messages bound the plans while each window still uses
+        // every core. Each message is planned (GIL released), its `bytes` object allocated
+        // at its exact length (GIL held), then written straight into it (GIL released).
+        let result = (|| -> PyResult<()> {
+            for window in recipients.chunks(RENDER_WINDOW) {
+                without_gil(py, || {
+                    inner.plan_batch(window, date, timestamp, threads, &mut plans)
+                })
                 .map_err(EngineErr)?;
-            for message in messages {
-                list.append(PyBytes::new(py, &message))?;
+                let plans = &plans[..window.len()];
+                let mut objects = Vec::with_capacity(plans.len());
+                let mut targets = Vec::with_capacity(plans.len());
+                for plan in plans {
+                    let (object, target) = new_bytes_uninit(py, plan.len())?;
+                    objects.push(object);
+                    targets.push(target);
+                }
+                without_gil(py, || write_plans(inner, plans, &targets, threads));
+                for object in objects {
+                    list.append(object)?;
+                }
             }
-        }
-        Ok(list)
+            Ok(())
+        })();
+        *self.plans.lock().unwrap_or_else(|e| e.into_inner()) = plans;
+        result.map(|()| list)
     }
 
     fn __repr__(&self) -> String {

@@ -198,3 +198,15 @@ def create_app(mc: Mailcore | None = None, settings: Settings | None = None) -> 
     if mc is not None:
         app.state.mailcore = mc
     return app
+
+
+def create_health_app(mc: Mailcore) -> Starlette:
+    """A process without the API role (``--role sender``/``webhooks``) still answers
+    ``GET /v1/health`` on its port, with the same handler as the API's."""
+    health = next(e for e in ENDPOINTS if e.path == "/v1/health")
+    app = Starlette(
+        routes=[Route(health.path, _make_handler(health), methods=["GET"])],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.mailcore = mc
+    return app

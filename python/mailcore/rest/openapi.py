@@ -71,6 +71,13 @@ def openapi() -> dict[str, Any]:
                     "content": {JSON: {"schema": by_type[e.response]}},
                 },
                 **{
+                    str(code): {
+                        "description": text,
+                        "content": {JSON: {"schema": by_type[e.response]}},
+                    }
+                    for code, text in e.also
+                },
+                **{
                     code: {
                         "description": text,
                         "content": {JSON: {"schema": by_type[ErrorResponse]}},

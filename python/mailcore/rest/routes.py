@@ -27,6 +27,7 @@ from ..models import (
     ContactUpdate,
     ContactUpsertResult,
     Deleted,
+    Health,
     ImportResult,
     Price,
     PriceList,
@@ -75,6 +76,8 @@ class Endpoint:
     price: Price | None = None  # None: free
     large_body: bool = False  # bodies up to max_import_bytes instead of max_body_bytes
     query: tuple[tuple[str, str], ...] = ()  # (name, description) of query parameters
+    # (status, description) of other answers with the same body as the success
+    also: tuple[tuple[int, str], ...] = ()
 
     @property
     def display_path(self) -> str:
@@ -256,6 +259,11 @@ async def get_pricing(call: Call) -> tuple[int, Any]:
     return 200, price_list()
 
 
+async def get_health(call: Call) -> tuple[int, Any]:
+    health = await call.mc.health()
+    return (200 if health.status == "ok" else 503), health
+
+
 _PAGE = (("limit", "page size"), ("after", "the nextCursor of the previous page"))
 
 ENDPOINTS: list[Endpoint] = [
@@ -426,6 +434,15 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/v1/wallet", get_wallet, "The wallet: balance, available, open holds", Wallet),
     Endpoint(
         "GET", "/v1/pricing", get_pricing, "Every endpoint and its price", PriceList, auth=False
+    ),
+    Endpoint(
+        "GET",
+        "/v1/health",
+        get_health,
+        "This process: its roles, whether its database answers (else 503), its work",
+        Health,
+        auth=False,
+        also=((503, "The database does not answer (same body)"),),
     ),
 ]
 

@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..ids import iso
 from ..models import CampaignCreate
+from ..node import SenderActivity
 from ..smtp import (
     RelayConfig,
     Reply,
@@ -90,9 +91,11 @@ class Dispatcher:
         self._signer = TokenSigner(mc.secret_key)
         self._renderers: dict[str, BatchRenderer] = {}
         self._wakeup = anyio.Event()
+        self._status_changed = anyio.Event()
         self._failing: set[str] = set()  # campaigns whose last_error is set
         self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
+        self.activity = SenderActivity(in_flight_now=lambda: self.window.used)
         self._results: MemoryObjectSendStream[RecipientResult] | None = None
         self._tg: TaskGroup | None = None
         self._direct: DirectDelivery | None = None
@@ -105,17 +108,18 @@ class Dispatcher:
     def wake(self) -> None:
         """A send started, paused, resumed or was cancelled: look for work now."""
         self._wakeup.set()
+        self._status_changed.set()
 
     # -- the task tree -------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # One node owns the embedded database: whatever was leased when it stopped was
-        # never recorded, so it goes back to the queue at once.
-        released = await self.mc.store.release_all_leases()
+        # What a stopped sender leased was never recorded: on SQLite (one node owns the
+        # file) all of it goes back to the queue at once; on PostgreSQL only expired
+        # leases do, since the others belong to live nodes.
+        released = await self.mc.store.recover_leases(self._now())
         if released:
-            log.info(
-                "resuming: %d recipients were in flight when the last process stopped", released
-            )
+            log.info("resuming: %d recipients were in flight when a sender stopped", released)
+        self.mc.node.sender = self.activity
         res_tx, res_rx = anyio.create_memory_object_stream[RecipientResult](
             self.settings.result_group_size
         )
@@ -126,10 +130,22 @@ class Dispatcher:
                 self._results = res_tx
                 tg.start_soon(self._recorder, res_rx)
                 tg.start_soon(self._limits)
+                tg.start_soon(self._renew_leases)
+                tg.start_soon(self._watch_pauses)
                 task_status.started()
                 await self._feeder()
         finally:
             self.mc.remove_send_listener(self.wake)
+
+    async def _watch_pauses(self) -> None:
+        """Keeps the set of paused campaigns current even while the feeder waits for
+        room in the window, so a pause also stops what is already queued in memory."""
+        while True:
+            with anyio.move_on_after(self.poll_seconds):
+                await self._status_changed.wait()
+            self._status_changed = anyio.Event()
+            sends = await self.mc.store.active_sends()
+            self._paused = {s.campaign_id for s in sends if s.status == "paused"}
 
     # -- feeder --------------------------------------------------------------------
 
@@ -139,6 +155,8 @@ class Dispatcher:
             worked = False
             sends = await self.mc.store.active_sends()
             self._paused = {s.campaign_id for s in sends if s.status == "paused"}
+            for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
+                del self.activity.campaigns[gone]  # finished (maybe by another node)
             for send in sends:
                 if send.status != "paused" and await self._feed_one(send):
                     worked = True
@@ -156,10 +174,17 @@ class Dispatcher:
             now = self._now()
             try:
                 work = await store.claim_recipients(
-                    send.campaign_id, size, now, now + self.settings.lease_seconds
+                    send.campaign_id,
+                    size,
+                    now,
+                    now + self.settings.lease_seconds,
+                    owner=self.mc.node.id,
                 )
             finally:
                 self.window.release(size - len(work))
+            self.activity.last_claim_at = now
+            if work:
+                self.activity.campaigns.setdefault(send.campaign_id, 0)
         if not work:
             done = await store.finish_send_if_done(send.campaign_id, iso(self.mc.clock()))
             if done is not None:
@@ -224,9 +249,20 @@ class Dispatcher:
     def _finished(self, send: SendRow) -> None:
         self._renderers.pop(send.campaign_id, None)
         self._failing.discard(send.campaign_id)
+        self.activity.campaigns.pop(send.campaign_id, None)
         log.info(
             "campaign %s %s: charged %s micros", send.campaign_id, send.status, send.charged_micros
         )
+
+    async def _renew_leases(self) -> None:
+        """The node's heartbeat: while it runs, its leases never expire, so no other node
+        takes over work that is merely slow; once it dies they expire within
+        ``lease_seconds`` and the others claim them."""
+        while True:
+            await anyio.sleep(self.settings.lease_seconds / 3)
+            await self.mc.store.renew_leases(
+                self.mc.node.id, self._now() + self.settings.lease_seconds
+            )
 
     async def _wait_for_relays(self) -> None:
         """Relay mode with every relay backing off: nothing can go out before one is due."""
@@ -467,10 +503,15 @@ class Dispatcher:
                 dest.opened()
                 return conn
         # Down: this message and every one waiting for this relay fail over to the next
-        # matching relay, or go back to the database.
-        await self._dispatch(msg)
+        # matching relay, or go back to the database. Taken off the queue first, then
+        # routed once each: if the relay's backoff has run out meanwhile (a slow connect
+        # attempt outlasts it), routing puts them back on this relay, and taking them
+        # again in the same loop would spin forever without yielding.
+        waiting = [msg]
         while (queued := dest.take()) is not None:
-            await self._dispatch(queued)
+            waiting.append(queued)
+        for m in waiting:
+            await self._dispatch(m)
         return None
 
     def _retry_at(self, msg: Outbound, now: float) -> float | None:
@@ -599,6 +640,10 @@ class Dispatcher:
         with anyio.CancelScope(shield=True):
             await self.mc.store.record_results(group, iso(self.mc.clock()))
         self.window.release(len(group))
+        self.activity.recorded += len(group)
+        for r in group:
+            if r.campaign_id in self.activity.campaigns:
+                self.activity.campaigns[r.campaign_id] += 1
         for campaign_id in {r.campaign_id for r in group}:
             done = await self.mc.store.finish_send_if_done(campaign_id, iso(self.mc.clock()))
             if done is not None:

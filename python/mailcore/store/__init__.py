@@ -1,4 +1,5 @@
-"""Persistence: one interface (:class:`Store`), an embedded SQLite implementation."""
+"""Persistence: one interface (:class:`Store`); embedded SQLite (the default, one node) and
+PostgreSQL (several nodes sharing one database), chosen by the database URL's scheme."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .base import (
     EventRecord,
     HoldRow,
     IdempotentReplay,
+    PackedRows,
     RecipientResult,
     RecipientWork,
     SendRow,
@@ -42,12 +44,22 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def store_from_url(url: str) -> Store:
+def store_from_url(url: str, *, pool_size: int = 10) -> Store:
+    """``sqlite:///PATH`` → :class:`SqliteStore`; ``postgresql://…`` → ``PostgresStore``
+    (imported only then: psycopg is the optional ``postgres`` extra) with a pool of
+    ``pool_size`` connections."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         return SqliteStore(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise ValidationError(str(exc), field="database_url") from None
+        return PostgresStore(url, pool_size=pool_size)
     raise ValidationError(
-        f"unsupported database URL scheme {scheme!r} (expected sqlite:///PATH)",
+        f"unsupported database URL scheme {scheme!r} "
+        "(expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE)",
         field="database_url",
     )
 
@@ -67,6 +79,7 @@ __all__ = [
     "EventRecord",
     "HoldRow",
     "IdempotentReplay",
+    "PackedRows",
     "RecipientResult",
     "RecipientWork",
     "SendRow",

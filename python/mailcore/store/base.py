@@ -60,18 +60,23 @@ CONTACT_STATUS_CODES: dict[str, int] = {
 UNKNOWN_STATUS_CODE = 255
 
 
-class ContactChanges(Record, frozen=True):
-    """Rows written and removed since a revision, for the audience index to catch up.
+class PackedRows(Record, frozen=True):
+    """Contact rows packed for ``AudienceIndex.upsert_packed``, as SQLite's ``group_concat``
+    returns them: ``seqs`` and ``statuses`` are decimal numbers separated by ``,`` (a status
+    as its code in :data:`CONTACT_STATUS_CODES`), ``tags_json`` each row's stored JSON array
+    of tags, one per line."""
 
-    The written rows come as raw columns for ``AudienceIndex.upsert_raw``: ``seqs`` is
-    little-endian u32 (``array('I')``), ``statuses`` one code byte per row
-    (:data:`CONTACT_STATUS_CODES`), ``tags_json`` each row's stored JSON array of tags.
-    """
-
-    revision: int
     seqs: bytes
     statuses: bytes
-    tags_json: list[bytes]
+    tags_json: bytes
+
+
+class ContactChanges(Record, frozen=True):
+    """Rows written and removed since a revision, for the audience index to catch up: the
+    written rows in chunks (a whole account is read in chunks of bounded size)."""
+
+    revision: int
+    chunks: list[PackedRows]
     removed: list[int]
 
 
@@ -213,7 +218,16 @@ class DeliveryRow(Record, frozen=True):
 
 
 class Store(abc.ABC):
-    """One interface for the embedded SQLite store and (later) PostgreSQL."""
+    """One interface for the embedded SQLite store and PostgreSQL (several nodes)."""
+
+    # True when one process owns the database (SQLite): nobody else can hold a lease, so
+    # a starting sender may hand every lease back at once. False on a shared database
+    # (PostgreSQL), where other live nodes' leases must be left alone.
+    exclusive: bool = True
+    kind: str = "sqlite"  # or "postgresql" (health reports it)
+    # Set by open(): the schema version found, and the version after migrating.
+    migrated_from: int = 0
+    schema_version: int = 0
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -221,6 +235,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the database answers now (health checks); never raises."""
 
     # -- meta ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -394,10 +412,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_recipients(
-        self, campaign_id: str, limit: int, now: float, lease_until: float
+        self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
         """Lease up to ``limit`` recipients that are queued, deferred and due, or leased
-        with an expired lease; they become ``sending`` until ``lease_until``."""
+        with an expired lease; they become ``sending`` until ``lease_until``, held by
+        ``owner`` (the node's id, so it can renew them). Two concurrent claims, from any
+        nodes, never return the same recipient."""
 
     @abc.abstractmethod
     async def record_results(self, results: Sequence[RecipientResult], now: str) -> None:
@@ -406,7 +426,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def release_all_leases(self) -> int:
-        """At start-up of the only node: every ``sending`` recipient back to ``queued``."""
+        """Every ``sending`` recipient back to ``queued``: right only when no sender is
+        running anywhere (the only node's start-up on SQLite)."""
+
+    @abc.abstractmethod
+    async def recover_leases(self, now: float) -> int:
+        """At a sender's start-up: make what stopped senders held claimable again. An
+        :attr:`exclusive` store hands back every lease; a shared one only the expired
+        ones (a live node's leases are its own). Returns how many."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        """Extend every lease ``owner`` holds to ``lease_until`` (a live node's heartbeat:
+        its work is not taken over while it runs). Returns how many."""
 
     @abc.abstractmethod
     async def set_send_error(self, campaign_id: str, error: str | None) -> None: ...

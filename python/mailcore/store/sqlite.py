@@ -8,9 +8,7 @@ connection, both driven from worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +49,7 @@ from .base import (
     EventRecord,
     HoldRow,
     IdempotentReplay,
+    PackedRows,
     RecipientResult,
     RecipientWork,
     SendRow,
@@ -66,13 +65,20 @@ _encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(list[str]).decode
 _decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
-# The audience catch-up read: raw columns, the status mapped to its code in SQL.
-_CONTACT_CHANGES_SQL = (
-    "SELECT seq, CASE status "
+# The audience reads: each chunk of rows as one row of packed columns (see PackedRows; the
+# status mapped to its code in SQL): no Python object per contact.
+_PACKED_COLUMNS = (
+    "SELECT CAST(group_concat(seq) AS BLOB), CAST(group_concat(CASE status "
     + " ".join(f"WHEN '{name}' THEN {code}" for name, code in CONTACT_STATUS_CODES.items())
-    + f" ELSE {UNKNOWN_STATUS_CODE} END, CAST(tags AS BLOB) FROM contacts "
-    "WHERE account_id = ? AND rev > ? AND rev <= ?"
+    + f" ELSE {UNKNOWN_STATUS_CODE} END) AS BLOB), CAST(group_concat(tags, char(10)) AS BLOB) "
+    "FROM contacts "
 )
+# Catching up: the rows written since a revision.
+_CONTACT_CHANGES_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND rev > ? AND rev <= ?"
+# The first load of an account, in chunks of consecutive seqs (bounded memory per chunk),
+# read from the covering index contacts_audience (account_id, seq, status, tags) alone.
+_CONTACT_CHUNK_SQL = _PACKED_COLUMNS + "WHERE account_id = ? AND seq >= ? AND seq < ?"
+_CONTACT_CHUNK_SEQS = 1 << 18
 
 _CONTACT_COLUMNS = (
     "seq, id, account_id, email, first_name, last_name, tags, custom_fields, status, "
@@ -385,6 +391,9 @@ class SqliteStore(Store):
         # millions of contacts stay in memory instead of re-reading pages.
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
+        # Pages read through a memory map, not a read() call each: scanning a million
+        # contacts (the audience index's first load) costs a third less CPU.
+        conn.execute("PRAGMA mmap_size=1073741824")
         return conn
 
     async def open(self) -> None:
@@ -396,11 +405,12 @@ class SqliteStore(Store):
 
         await anyio.to_thread.run_sync(setup, limiter=self._write_limiter)
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current = row[0] or 0
+        self.migrated_from = current
+        self.schema_version = max(current, len(SQLITE_MIGRATIONS))
         for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
             if version <= current:
                 continue
@@ -837,16 +847,27 @@ class SqliteStore(Store):
                 "SELECT rev FROM contact_revisions WHERE account_id = ?", (account_id,)
             ).fetchone()
             revision = 0 if row is None else int(row[0])
-            seqs = array("I")
-            statuses = b""
-            tags_json: list[bytes] = []
+            chunks: list[PackedRows] = []
             removed: list[int] = []
-            if revision > since:
-                rows = conn.execute(_CONTACT_CHANGES_SQL, (account_id, since, revision)).fetchall()
-                seqs = array("I", [r[0] for r in rows])
-                statuses = bytes([r[1] for r in rows])
-                tags_json = [r[2] for r in rows]
-                del rows
+            if revision <= since:
+                return ContactChanges(revision=revision, chunks=chunks, removed=removed)
+            if since == 0:
+                # Every row of the account (in this snapshot all have 0 < rev <= revision).
+                lo, hi = conn.execute(
+                    "SELECT min(seq), max(seq) FROM contacts WHERE account_id = ?",
+                    (account_id,),
+                ).fetchone()
+                queries = [
+                    (_CONTACT_CHUNK_SQL, (account_id, start, start + _CONTACT_CHUNK_SEQS))
+                    for start in (range(lo, hi + 1, _CONTACT_CHUNK_SEQS) if lo is not None else ())
+                ]
+            else:
+                queries = [(_CONTACT_CHANGES_SQL, (account_id, since, revision))]
+            for sql, args in queries:
+                seqs, statuses, tags_json = conn.execute(sql, args).fetchone()
+                if seqs is not None:  # group_concat of no rows is NULL
+                    chunks.append(PackedRows(seqs=seqs, statuses=statuses, tags_json=tags_json))
+            if since > 0:
                 removed = [
                     r[0]
                     for r in conn.execute(
@@ -855,15 +876,7 @@ class SqliteStore(Store):
                         (account_id, since, revision),
                     )
                 ]
-            if sys.byteorder != "little":
-                seqs.byteswap()
-            return ContactChanges(
-                revision=revision,
-                seqs=seqs.tobytes(),
-                statuses=statuses,
-                tags_json=tags_json,
-                removed=removed,
-            )
+            return ContactChanges(revision=revision, chunks=chunks, removed=removed)
 
         # Read on the writer's limiter: the revision and the rows are one snapshot.
         return await self._read_snapshot(q)
@@ -1219,9 +1232,16 @@ class SqliteStore(Store):
         return await self._read(q)
 
     async def claim_recipients(
-        self, campaign_id: str, limit: int, now: float, lease_until: float
+        self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
         def tx(conn: sqlite3.Connection) -> list[RecipientWork]:
+            # Checked in the claim's own transaction: a pause or cancel that committed
+            # before it stops this claim, even if the caller read the status earlier.
+            status = conn.execute(
+                "SELECT status FROM sends WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if status is None or status[0] != "sending":
+                return []
             seqs = [
                 r[0]
                 for r in conn.execute(
@@ -1234,9 +1254,9 @@ class SqliteStore(Store):
             if not seqs:
                 return []
             conn.executemany(
-                "UPDATE recipients SET state = 'sending', lease_until = ? "
+                "UPDATE recipients SET state = 'sending', lease_until = ?, lease_owner = ? "
                 "WHERE campaign_id = ? AND contact_seq = ?",
-                ((lease_until, campaign_id, seq) for seq in seqs),
+                ((lease_until, owner or None, campaign_id, seq) for seq in seqs),
             )
             work: list[RecipientWork] = []
             for i in range(0, len(seqs), _IN_CHUNK):
@@ -1298,6 +1318,31 @@ class SqliteStore(Store):
             return cur.rowcount
 
         return await self._write(tx)
+
+    async def recover_leases(self, now: float) -> int:
+        # One process owns the file: whatever is leased was leased by a process that
+        # stopped, so all of it goes back to the queue at once.
+        return await self.release_all_leases()
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE recipients SET lease_until = ? "
+                "WHERE campaign_id IN (SELECT campaign_id FROM sends "
+                "                      WHERE status IN ('sending', 'paused', 'cancelling')) "
+                "AND state = 'sending' AND lease_owner = ?",
+                (lease_until, owner),
+            )
+            return cur.rowcount
+
+        return await self._write(tx)
+
+    async def ping(self) -> bool:
+        try:
+            await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except Exception:
+            return False
+        return True
 
     async def set_send_error(self, campaign_id: str, error: str | None) -> None:
         def tx(conn: sqlite3.Connection) -> None:

@@ -18,6 +18,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from ..errors import ValidationError
+from ..node import WebhookActivity
 from ..store import DeliveryOutcome, DeliveryWork
 from .signing import endpoint_secret, headers
 from .ssrf import TargetRefused, check_url, resolve
@@ -49,8 +50,10 @@ class WebhookDispatcher:
         self.settings = mc.settings
         self.poll_seconds = poll_seconds
         self._limiter = anyio.CapacityLimiter(mc.settings.webhook_concurrency)
+        self.activity = WebhookActivity()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self.mc.node.webhooks = self.activity
         async with httpx.AsyncClient(
             follow_redirects=False,
             timeout=self.settings.webhook_timeout_seconds,
@@ -67,6 +70,7 @@ class WebhookDispatcher:
         work = await self.mc.store.claim_deliveries(
             CLAIM, now, now + self.settings.webhook_lease_seconds
         )
+        self.activity.last_claim_at = now
         if not work:
             return 0
         outcomes: list[DeliveryOutcome] = []
@@ -79,6 +83,7 @@ class WebhookDispatcher:
             for group in _requests(work):
                 tg.start_soon(one, group)
         await self.mc.store.record_deliveries(outcomes, time.time())
+        self.activity.delivered += sum(1 for o in outcomes if o.succeeded)
         return len(work)
 
     async def _deliver(

@@ -165,6 +165,46 @@ pub fn tag(i: usize) -> String {
     format!("tag{i:02}")
 }
 
+/// The columns of `n` contacts (as [`audience`] draws them) packed as SQLite's
+/// `group_concat` returns them: ids and statuses comma-separated, tag arrays one per line.
+pub fn packed_columns(n: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let names: Vec<String> = (0..50).map(tag).collect();
+    let mut rng = Rng(11);
+    let (mut ids, mut statuses, mut tags) = (Vec::new(), Vec::new(), Vec::new());
+    for id in 1..=n {
+        if id > 1 {
+            ids.push(b',');
+            statuses.push(b',');
+            tags.push(b'\n');
+        }
+        ids.extend_from_slice(id.to_string().as_bytes());
+        let status = match rng.below(100) {
+            0..=89 => 0,
+            90..=95 => 1,
+            96..=98 => 2,
+            _ => 3,
+        };
+        statuses.extend_from_slice(status.to_string().as_bytes());
+        let k = rng.below(6) as usize;
+        let mut picked: Vec<&str> = Vec::with_capacity(k);
+        while picked.len() < k {
+            let t = names[rng.below(50) as usize].as_str();
+            if !picked.contains(&t) {
+                picked.push(t);
+            }
+        }
+        tags.push(b'[');
+        for (j, t) in picked.iter().enumerate() {
+            if j > 0 {
+                tags.push(b',');
+            }
+            tags.extend_from_slice(format!("\"{t}\"").as_bytes());
+        }
+        tags.push(b']');
+    }
+    (ids, statuses, tags)
+}
+
 /// `n` contacts (ids 1..=n), 50 tags, each contact 0-5 distinct random tags, ~90 %
 /// subscribed (status 0), upserted in batches of 100,000.
 pub fn audience(n: u32) -> AudienceIndex {

@@ -1,0 +1,288 @@
+"""What several nodes on one database rely on, checked on both stores with two Mailcore
+instances (two pools of connections, as two processes have): claims never overlap, a
+finished send settles once, a starting node leaves live nodes' leases alone (PostgreSQL),
+renewed leases are not taken over, and 64 concurrent sends against a wallet funded for
+exactly N holds: exactly N succeed."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from mailcore import CampaignCreate, InsufficientFunds, Mailcore, Settings
+from mailcore.store import RecipientResult, sqlite_path
+from mailcore.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from tests.conftest import Api
+from tests.db import query, scalar
+from tests.peers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_800_000_000.0
+
+
+def campaign(tag: str = "t") -> CampaignCreate:
+    return msgspec.convert(
+        {
+            "name": "c",
+            "subject": "hi",
+            "from": {"email": "s@acme.com"},
+            "audience": {"tags": [tag]},
+            "content": {"html": "<p>hi</p>"},
+        },
+        CampaignCreate,
+    )
+
+
+async def sending(mc: Mailcore, recipients: int) -> tuple[str, str]:
+    """An account with a campaign being sent to ``recipients`` contacts (no sender runs)."""
+    account_id = (await mc.accounts.create("n", credit_micros=recipients * 300)).account_id
+    scope = mc.account(account_id)
+    await scope.contacts.import_rows(
+        {"email": f"r{i}@x.com", "tags": ["t"]} for i in range(recipients)
+    )
+    c = await scope.campaigns.create(campaign())
+    await scope.campaigns.send(c.id)
+    return account_id, c.id
+
+
+async def test_concurrent_claims_from_two_nodes_never_overlap(settings: Settings) -> None:
+    async with Mailcore.open(settings) as a, Mailcore.open(settings) as b:
+        _, campaign_id = await sending(a, 2_000)
+        claimed: list[tuple[str, int]] = []
+
+        async def claimer(mc: Mailcore, owner: str) -> None:
+            while True:
+                work = await mc.store.claim_recipients(campaign_id, 37, NOW, NOW + 60, owner)
+                if not work:
+                    return
+                claimed.extend((owner, w.contact_seq) for w in work)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(claimer, a if i % 2 else b, f"node{i}")
+        seqs = [seq for _, seq in claimed]
+        assert len(seqs) == len(set(seqs)) == 2_000  # each recipient claimed exactly once
+        assert len({owner for owner, _ in claimed}) > 1  # and the work was shared
+        owners = query(
+            settings.database_url,
+            "SELECT count(DISTINCT lease_owner) FROM recipients "
+            "WHERE campaign_id = ? AND state = 'sending'",
+            (campaign_id,),
+        )
+        assert owners[0][0] == len({owner for owner, _ in claimed})
+
+
+async def test_a_pause_from_another_node_stops_claims_at_once(settings: Settings) -> None:
+    """A sender that read the send as sending before the pause (its status snapshot is
+    stale) claims nothing once the pause has committed; resuming lets it claim again."""
+    async with Mailcore.open(settings) as api, Mailcore.open(settings) as sender:
+        account_id, campaign_id = await sending(api, 200)
+        first = await sender.store.claim_recipients(campaign_id, 50, NOW, NOW + 60, "s")
+        assert len(first) == 50
+        scope = api.account(account_id)
+        assert (await scope.campaigns.pause(campaign_id)).status == "paused"
+        assert await sender.store.claim_recipients(campaign_id, 50, NOW, NOW + 60, "s") == []
+        counts = await sender.store.recipient_counts(campaign_id)
+        assert counts.get("sending") == 50 and counts.get("queued") == 150
+        await scope.campaigns.resume(campaign_id)
+        again = await sender.store.claim_recipients(campaign_id, 500, NOW, NOW + 60, "s")
+        assert len(again) == 150
+        await scope.campaigns.cancel(campaign_id)
+        assert await sender.store.claim_recipients(campaign_id, 50, NOW + 61, NOW + 90) == []
+
+
+async def test_a_finished_send_is_settled_exactly_once(settings: Settings) -> None:
+    async with Mailcore.open(settings) as a, Mailcore.open(settings) as b:
+        account_id, campaign_id = await sending(a, 300)
+        work = await a.store.claim_recipients(campaign_id, 1_000, NOW, NOW + 60, "n1")
+        await a.store.record_results(
+            [
+                RecipientResult(
+                    campaign_id=campaign_id, contact_seq=w.contact_seq, state="delivered"
+                )
+                for w in work
+            ],
+            "2026-11-30T00:00:00Z",
+        )
+        finished: list[object] = []
+
+        async def finish(mc: Mailcore) -> None:
+            done = await mc.store.finish_send_if_done(campaign_id, "2026-11-30T00:00:01Z")
+            if done is not None:
+                finished.append(done)
+
+        # Every node sees the send finish at once and tries to settle it.
+        async with trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(finish, a if i % 2 else b)
+        assert len(finished) == 1
+        ledger = [(k, amt) for k, amt, h in await b.store.ledger(account_id) if h is not None]
+        assert ledger == [("hold", 90_000), ("post", -90_000), ("release", 0)]
+        wallet = await b.account(account_id).wallet.get()
+        assert (wallet.balance_micros, wallet.held_micros) == (0, 0)
+
+
+async def test_a_starting_node_leaves_live_leases_alone(settings: Settings) -> None:
+    async with Mailcore.open(settings) as live, Mailcore.open(settings) as starting:
+        _, campaign_id = await sending(live, 50)
+        work = await live.store.claim_recipients(campaign_id, 50, NOW, NOW + 30, "live")
+        assert len(work) == 50
+        released = await starting.store.recover_leases(NOW + 1)
+        if starting.store.exclusive:
+            # SQLite: one process owns the file, so whatever is leased was leased by a
+            # process that stopped, and all of it goes back to the queue.
+            assert released == 50
+            return
+        assert released == 0  # PostgreSQL: those leases belong to a live node
+        assert await starting.store.claim_recipients(campaign_id, 50, NOW + 1, NOW + 31) == []
+        # The live node renews (its heartbeat); the lease outlives its first term.
+        assert await live.store.renew_leases("live", NOW + 120) == 50
+        assert await starting.store.recover_leases(NOW + 60) == 0
+        assert await starting.store.claim_recipients(campaign_id, 50, NOW + 60, NOW + 90) == []
+        # The node dies: nobody renews, the leases expire, the others take over.
+        assert await starting.store.recover_leases(NOW + 121) == 50
+        taken = await starting.store.claim_recipients(campaign_id, 50, NOW + 121, NOW + 150, "s")
+        assert len(taken) == 50
+
+
+async def test_64_concurrent_sends_on_a_wallet_funded_for_exactly_n(settings: Settings) -> None:
+    """64 campaigns of 5 recipients sent at once from two nodes; the wallet covers exactly
+    10 holds of 5 × 300 micros: exactly 10 sends start, 54 are refused and stay drafts."""
+    n, audience, price = 10, 5, 300
+    async with Mailcore.open(settings) as a, Mailcore.open(settings) as b:
+        account_id = (await a.accounts.create("w", credit_micros=n * audience * price)).account_id
+        await a.account(account_id).contacts.import_rows(
+            {"email": f"r{i}@x.com", "tags": ["t"]} for i in range(audience)
+        )
+        ids = [(await a.account(account_id).campaigns.create(campaign())).id for _ in range(64)]
+        outcomes: dict[str, str] = {}
+
+        async def send(mc: Mailcore, campaign_id: str) -> None:
+            try:
+                await mc.account(account_id).campaigns.send(campaign_id)
+                outcomes[campaign_id] = "sending"
+            except InsufficientFunds:
+                outcomes[campaign_id] = "402"
+
+        async with trio.open_nursery() as nursery:
+            for i, campaign_id in enumerate(ids):
+                nursery.start_soon(send, a if i % 2 else b, campaign_id)
+        assert list(outcomes.values()).count("sending") == n
+        assert list(outcomes.values()).count("402") == 64 - n
+        for campaign_id, outcome in outcomes.items():
+            c = await b.account(account_id).campaigns.get(campaign_id)
+            assert c.status == ("sending" if outcome == "sending" else "draft")
+        wallet = await b.account(account_id).wallet.get()
+        assert wallet.available_micros == 0 and len(wallet.holds) == n
+        assert wallet.held_micros == n * audience * price == wallet.balance_micros
+        plans = scalar(settings.database_url, "SELECT count(*) FROM recipients")
+        assert plans == n * audience  # refused sends wrote no plan
+
+
+async def test_health_over_http(api: Api, store_kind: str) -> None:
+    async with api.anonymous() as http:
+        r = await http.get("/v1/health")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok" and body["storeReachable"] is True
+    assert body["store"] == {"sqlite": "sqlite", "postgres": "postgresql"}[store_kind]
+    assert body["node"] == api.mc.node.id and body["schemaVersion"] == len(SQLITE_MIGRATIONS)
+    assert body["roles"] == ["api", "sender", "webhooks"] and body["sender"] is None
+
+
+@pytest.mark.stores("postgres")
+async def test_health_is_503_while_postgres_refuses_connections(api: Api) -> None:
+    url = api.mc.settings.database_url
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    try:
+        query(admin, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        query(
+            admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?",
+            (name,),
+        )
+        async with api.anonymous() as http:
+            r = await http.get("/v1/health")
+        assert r.status_code == 503, r.text
+        assert r.json()["status"] == "unavailable" and r.json()["storeReachable"] is False
+    finally:
+        query(admin, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+    async def healthy() -> bool:
+        return (await api.mc.health()).status == "ok"
+
+    await wait_until(healthy, seconds=30)  # the pool reconnects by itself
+
+
+@pytest.mark.stores("postgres")
+async def test_both_migration_histories_build_the_same_tables(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert len(POSTGRES_MIGRATIONS) == len(SQLITE_MIGRATIONS)
+    sqlite_url = f"sqlite:///{tmp_path}/m.db"
+    async with Mailcore.open(Settings.load(env={}, database_url=sqlite_url)):
+        pass
+    with closing(sqlite3.connect(sqlite_path(sqlite_url))) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        lite = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    pg: dict[str, set[str]] = {}
+    for table, column in query(
+        database_url,
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public'",
+    ):
+        pg.setdefault(table, set()).add(column)
+    assert pg == lite
+    version = scalar(database_url, "SELECT max(version) FROM schema_version")
+    assert version == len(POSTGRES_MIGRATIONS)
+
+
+async def test_two_webhook_nodes_deliver_each_event_once(settings: Settings) -> None:
+    import json
+
+    from mailcore.models import WebhookCreate
+    from mailcore.webhooks.events import EmailEventData, record
+    from tests.peers import WebhookReceiver
+
+    hooks = msgspec.structs.replace(settings, webhook_allow_private=True)
+    receiver = WebhookReceiver()
+    async with (
+        Mailcore.open(hooks) as a,
+        Mailcore.open(hooks) as b,
+        trio.open_nursery() as nursery,
+    ):
+        url = (await nursery.start(receiver.serve))[0] + "/hook"
+        acct = a.account((await a.accounts.create("t")).account_id)
+        await acct.webhooks.create(WebhookCreate(url=url, events=["email.delivered"]))
+        events = [
+            record(
+                acct.account_id,
+                "email.delivered",
+                EmailEventData(campaign_id="cmp_x", contact_id=None, email=None, email_id=f"e{i}"),
+                "2026-11-30T00:00:00Z",
+            )
+            for i in range(300)
+        ]
+        await a.store.emit(events, 0.0)
+        await nursery.start(a.run_webhooks)
+        await nursery.start(b.run_webhooks)
+        await wait_until(lambda: len(receiver.requests) >= 300, seconds=60)
+        await trio.sleep(0.5)  # anything sent twice would have arrived by now
+        nursery.cancel_scope.cancel()
+    received = [json.loads(body)["id"] for _, body in receiver.requests]
+    assert sorted(received) == sorted(e.id for e in events)  # each once, none twice
+    delivered = (a.node.webhooks, b.node.webhooks)
+    assert all(d is not None for d in delivered)
+    assert sum(d.delivered for d in delivered if d is not None) == 300
