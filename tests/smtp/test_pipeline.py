@@ -332,6 +332,9 @@ async def test_bdat_break_mid_pipeline() -> None:
     assert [type(r) for r in results[:2]] == [SendOutcome, SendOutcome]
     for r in results[2:4]:  # written in full, reply lost: maybe delivered
         assert isinstance(r, SmtpConnectionLost) and r.outcome_unknown
+    # The one whose reply the close cut off is in doubt (an attempt); the next was queued
+    # behind it, and the server stopped reading when it closed.
+    assert [r.behind for r in results[2:4] if isinstance(r, SmtpConnectionLost)] == [False, True]
     assert all(isinstance(r, SmtpUntried) for r in results[4:])  # never written
 
 
@@ -378,6 +381,7 @@ async def test_timeout_mid_pipeline_is_in_doubt() -> None:
         async with await SmtpConnection.open(cfg) as conn:
             results = await conn.send_many([("a@x.test", [f"b{i}@y.test"], b"m") for i in range(3)])
     assert isinstance(results[0], SendOutcome)
+    # A slow server may still read what is queued: every one of them stays in doubt.
     assert all(isinstance(r, SmtpTimeout) and r.outcome_unknown for r in results[1:])
 
 

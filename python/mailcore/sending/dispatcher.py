@@ -543,7 +543,11 @@ class Dispatcher:
         results: list[RecipientResult] = []
         untried: list[Outbound] = []
         for msg, outcome in zip(msgs, sent, strict=True):
-            if isinstance(outcome, SmtpUntried):
+            if isinstance(outcome, SmtpUntried) or (
+                isinstance(outcome, SmtpConnectionLost) and outcome.behind
+            ):
+                # Never reached the server, or (behind) queued after a message whose reply
+                # the server's close cut off: it stopped reading before this one.
                 untried.append(msg)
             elif isinstance(outcome, SmtpConnectionLost):
                 # After the final dot the server may have taken the message: retrying

@@ -745,9 +745,13 @@ class SmtpConnection:
         """The error of a message written in full whose reply the failure ``exc`` hid."""
         phase = getattr(exc, "phase", self._phase)
         if isinstance(exc, SmtpTimeout):
+            # A slow server may still read and take it: in doubt, an attempt counted.
             return SmtpTimeout(phase, exc.seconds, outcome_unknown=True)
         return SmtpConnectionLost(
-            phase, f"before this message's reply: {exc}", outcome_unknown=True
+            phase,
+            f"before this message's reply: {exc}",
+            outcome_unknown=True,
+            behind=isinstance(exc, SmtpConnectionLost),
         )
 
     async def _bdat_pipeline(
