@@ -1267,7 +1267,11 @@ def _ratio(opts: Options, fig: Figures, other: Contender, target: float) -> str 
     met = "met" if ratio >= target else "**not met**"
     cpu = median_run(fig.runs[other]).cpu_us_per_message / median_run(mc_runs).cpu_us_per_message
     # With several sender counts, mailcore's fastest row is the one compared.
-    which = "mailcore" if len(opts.senders) == 1 else f"mailcore (best row: {senders} senders)"
+    which = (
+        "mailcore"
+        if len(opts.senders) == 1
+        else f"mailcore (best row: {plural(senders, 'sender')})"
+    )
     return (
         f"{which} / {LABELS[other]}: **{ratio:.2f}×** messages/s (target ≥ {target:g}×: "
         f"{met}); CPU per message, theirs / mailcore's: {cpu:.2f}×"
@@ -1508,22 +1512,29 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
     senders, sink = m.cpu / m.seconds, m.sink_cpu / m.seconds
     server, machine = _cores(m, "server_cpu"), _cores(m, "machine_cpu")
     rest = max(0.0, machine - senders - sink - _or_zero(server))
-    parts = f"the senders {senders:.2f}, smtp-sink {sink:.2f}" + (
-        "" if math.isnan(server) else f", PostgreSQL {server:.2f}"
+    parts = (
+        f"{'the sender' if best == 1 else 'the senders'} {senders:.2f}, smtp-sink {sink:.2f}"
+        + ("" if math.isnan(server) else f", PostgreSQL {server:.2f}")
     )
     text = [f"**Where the limit is on this machine** ({cpus} cores)."]
     if len(groups) == 1:
         text.append(f"One sender count only ({plural(best, 'sender')}): {rates[best]:,.0f} msg/s.")
     else:
+        than = (
+            f", {rates[best] / rates[base_n]:.2f}× {plural(base_n, 'sender')}"
+            if best != base_n
+            else ""
+        )
         text.append(
             f"{plural(best, 'sender')} {'is' if best == 1 else 'are'} fastest: "
-            f"{rates[best]:,.0f} msg/s, {rates[best] / rates[base_n]:.2f}× "
-            f"{plural(base_n, 'sender')}."
+            f"{rates[best]:,.0f} msg/s{than}."
         )
     text.append(
         f"With {plural(best, 'sender')} the machine had {machine:.2f} of its {cpus} cores "
         f"busy: {parts}, everything else {rest:.2f}."
     )
+    if rest >= 0.3:  # the run shared the machine: the verdict below is the shared one's
+        text.append("Other processes took a share of the cores: re-run on a quiet machine.")
     if machine >= 0.9 * cpus:
         text.append("The machine's cores are the limit.")
     elif sink >= 0.9:
@@ -1531,7 +1542,7 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
     else:
         text.append(
             "Cores were left idle, so the limit is waiting rather than CPU: the senders' "
-            "round trips to PostgreSQL and its commits (fsync on), or too few senders."
+            "round trips to PostgreSQL and its commits, or too few senders."
         )
     for n, runs in groups.items():
         if n <= best:
@@ -1539,12 +1550,12 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
         r = median_run(runs)
         busy = _cores(r, "machine_cpu")
         why = (
-            f": {plural(n, 'sender')}, PostgreSQL and smtp-sink time-share the {cpus} cores "
-            f"({busy:.2f} busy), so each process waits for a core"
+            f": the senders, PostgreSQL and smtp-sink time-share the {cpus} cores "
+            f"({busy:.2f} busy) and each process waits for its turn"
             if busy >= 0.9 * cpus
             else f" ({busy:.2f} of {cpus} cores busy)"
         )
-        text.append(f"{plural(n, 'sender')}: {rates[n] / rates[best]:.2f}× the fastest{why}.")
+        text.append(f"With {n} senders, {rates[n] / rates[best]:.2f}× the fastest{why}.")
     first = median_run(groups[base_n])
     if best != base_n:
         text.append(
