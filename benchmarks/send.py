@@ -1140,20 +1140,19 @@ def run_all(opts: Options) -> Figures:
             f"  {opts.recipients:,} contacts imported in {prepared.import_seconds:.2f} s",
             flush=True,
         )
+
+        def mailcore(
+            name: str, senders: int, profile: Path | None = None
+        ) -> tuple[Run, dict[str, Any] | None]:
+            return trio.run(
+                mailcore_run, opts, prepared, definition, size, smtp_sink, name, senders, profile
+            )
+
         for rep in range(opts.runs):
             for contender in contenders:
                 if contender == "mailcore":
                     for n in opts.senders:  # each sender count in turn, every run
-                        run, _ = trio.run(
-                            mailcore_run,
-                            opts,
-                            prepared,
-                            definition,
-                            size,
-                            smtp_sink,
-                            f"run{rep}-{n}",
-                            n,
-                        )
+                        run, _ = mailcore(f"run{rep}-{n}", n)
                         runs[contender].append(run)
                         say(run, rep)
                     continue
@@ -1167,17 +1166,7 @@ def run_all(opts: Options) -> Figures:
         profile = None
         if opts.profile is not None:
             print(f"  profiling one mailcore pass into {opts.profile}", flush=True)
-            run, report = trio.run(
-                mailcore_run,
-                opts,
-                prepared,
-                definition,
-                size,
-                smtp_sink,
-                "profile",
-                opts.senders[0],
-                opts.profile.resolve(),
-            )
+            run, report = mailcore("profile", opts.senders[0], opts.profile.resolve())
             assert report is not None
             profile = ProfileSummary(
                 path=opts.profile,
