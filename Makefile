@@ -46,6 +46,7 @@ bench: setup ## the benchmark suite (send needs Postfix's smtp-sink/smtp-source)
 	$(PY) -m benchmarks.engine --write-results
 	$(PY) -m benchmarks.webhooks --write-results
 	$(PY) -m benchmarks.send --profile --write-results
+	$(PY) -m benchmarks.send --store postgres --senders 1,2,3 --write-results
 
 openapi: setup ## regenerate api/openapi.json from the code
 	$(VENV)/bin/mailcore openapi --output api/openapi.json

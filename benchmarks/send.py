@@ -1,6 +1,13 @@
 """The send benchmark: ``python -m benchmarks.send [--recipients 100000] [--runs 3]
 [--connections 32] [--size 10k] [--store sqlite|postgres [--database-url URL]]
-[--senders 1] [--profile [PATH]] [--write-results]``.
+[--senders 1|N,N,...] [--profile [PATH]] [--write-results]``.
+
+Several sender processes on PostgreSQL, throughput per count:
+``python -m benchmarks.send --store postgres --senders 1,2,3 [--write-results]``. Without
+``--database-url`` a throwaway PostgreSQL cluster is started for the run (tests/pg.py's, but
+with default durability: fsync, synchronous_commit and full_page_writes on) and stopped at
+the end; its processes' CPU is measured. That run writes its own section of RESULTS.md
+(where the limit is on this machine, and across machines), not the SQLite one.
 
 One run, side by side, every contender against a fresh Postfix ``smtp-sink`` on loopback
 (``smtp-sink -u nobody 127.0.0.1:PORT 1000``: PIPELINING offered; it has no CHUNKING):
@@ -12,7 +19,9 @@ One run, side by side, every contender against a fresh Postfix ``smtp-sink`` on 
    hold) until the send is settled (every result committed, the hold posted): the
    sender processes (``--senders``, each ``Mailcore.run_sender`` with its share of
    ``--connections``; ``python -m benchmarks.send sender``) lease, render, deliver and
-   record. Checked afterwards: delivered = recipients = what the sink counted.
+   record. Checked afterwards: delivered = recipients = what the sink counted. With a
+   list of sender counts, mailcore runs once per count in every run (one row each; the
+   ratios to the other contenders use the fastest row).
 2. **smtp-source** (Postfix): ``smtp-source -d -l SIZE -m COUNT -s CONNECTIONS``, the same
    message size and connection count, each connection reused (``-d``), no pipelining.
 3. **aiosmtplib + email**: what a Python team writes by hand, in its own process on
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import resource
@@ -53,7 +63,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +90,10 @@ from . import api, results, servers
 
 RESULTS = results.RESULTS
 SECTION = "## Send (`python -m benchmarks.send`)"
+PG_SECTION = (
+    "## Send on PostgreSQL, several sender processes "
+    "(`python -m benchmarks.send --store postgres --senders 1,2,3`)"
+)
 PROFILE_DEFAULT = Path(__file__).with_name("profiles") / "send.txt"
 INSTALL_HINT = (
     "install Postfix's test tools: `apt-get install postfix` (Debian/Ubuntu; the postfix "
@@ -103,12 +117,14 @@ class Options:
     size: int
     store: Literal["sqlite", "postgres"]
     database_url: str | None
-    senders: int
+    senders: tuple[int, ...]  # sender processes: mailcore runs once per count, per run
     aiosmtplib_messages: int
     contenders: tuple[Contender, ...]
     settings: dict[str, str]
     profile: Path | None
     profile_clock: str = "wall"
+    server: str = ""  # the PostgreSQL server, described for the section
+    server_pid: int | None = None  # its postmaster, when it is ours: its CPU is measured
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,7 @@ class Run:
     other_cpu: float  # every other process on the machine
     size: float  # mean bytes per message
     extra: dict[str, float] = field(default_factory=dict)
+    senders: int = 1  # mailcore's sender processes
 
     @property
     def rate(self) -> float:
@@ -171,9 +188,32 @@ def find_tool(name: str) -> str | None:
 
 def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a live process, all threads."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a server and its children (PostgreSQL's postmaster and backends):
+    its own, its reaped children's (cutime, cstime) and its live children's. A difference
+    of two readings counts a backend that exited in between in full, and once."""
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return float("nan")
+    total = sum(int(f) for f in fields[11:15])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            child = _stat_fields(entry.name)
+            if int(child[1]) == pid:
+                total += int(child[11]) + int(child[12])
+    return total / _TICKS
 
 
 def vm_hwm_kib(pid: int | str = "self") -> int:
@@ -496,10 +536,16 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 def _start_senders(
-    opts: Options, url: str, smtp_url: str, workdir: Path, name: str, profile: Path | None
+    opts: Options,
+    senders: int,
+    url: str,
+    smtp_url: str,
+    workdir: Path,
+    name: str,
+    profile: Path | None,
 ) -> list[subprocess.Popen[str]]:
     procs = []
-    for i, connections in enumerate(_shares(opts.connections, opts.senders)):
+    for i, connections in enumerate(_shares(opts.connections, senders)):
         argv = [
             sys.executable,
             "-m",
@@ -565,20 +611,23 @@ async def mailcore_run(
     size: float,
     smtp_sink: str | None,
     name: str,
+    senders: int,
     profile: Path | None = None,
 ) -> tuple[Run, dict[str, Any] | None]:
     workdir = prepared.workdir
     url = prepared.url_for_run(name)
+    server = opts.server_pid
     with sink_process(workdir, smtp_sink) as sink:
         smtp_url = f"smtp://127.0.0.1:{sink.port}?tls=none"
         async with Mailcore.open(Settings.load(env={}, database_url=url)) as mc:
             scope = mc.account(prepared.account_id)
             created = await scope.campaigns.create(definition)  # builds the audience index
-            procs = _start_senders(opts, url, smtp_url, workdir, name, profile)
+            procs = _start_senders(opts, senders, url, smtp_url, workdir, name, profile)
             try:
                 for p in procs:
                     await _readline(p, READY_TIMEOUT, "ready")
                 machine0, parent0, sink0 = servers.machine_busy_seconds(), self_cpu(), sink.cpu()
+                server0 = tree_cpu(server) if server is not None else float("nan")
                 started = time.perf_counter()
                 await scope.campaigns.send(created.id)
                 plan = time.perf_counter() - started
@@ -587,6 +636,7 @@ async def mailcore_run(
                 await _until_settled(mc, prepared.account_id, created.id, procs, opts)
                 seconds = time.perf_counter() - started
                 sink_cpu = sink.cpu() - sink0
+                server_cpu = tree_cpu(server) - server0 if server is not None else float("nan")
                 parent_cpu = self_cpu() - parent0
                 machine = servers.machine_busy_seconds() - machine0
                 reports = []
@@ -614,15 +664,23 @@ async def mailcore_run(
         peak_rss_kib=sum(r["peak_rss_kib"] for r in reports),
         sink_cpu=sink_cpu,
         sink_messages=sink.messages(),
-        other_cpu=max(0.0, machine - cpu - sink_cpu - parent_cpu),
+        # PostgreSQL, when measured, is part of what runs, not "other".
+        other_cpu=max(0.0, machine - cpu - sink_cpu - parent_cpu - _or_zero(server_cpu)),
         size=size,
         extra={
             "plan": plan,
             "loop_cpu": sum(r["loop_cpu"] for r in reports),
             "sys_cpu": sum(r["sys_cpu"] for r in reports),
+            "server_cpu": server_cpu,  # NaN: not measured (no server of ours)
+            "machine_cpu": machine,
         },
+        senders=senders,
     )
     return run, reports[0].get("profile")
+
+
+def _or_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 async def _until_settled(
@@ -1038,8 +1096,14 @@ def write_profile(
 
 def say(run: Run, rep: int) -> None:
     counted = "" if run.sink_messages is None else f", sink counted {run.sink_messages:,}"
+    name: str = run.contender
+    if run.contender == "mailcore" and run.senders > 1:
+        name += f" ×{run.senders}"
+    server = run.extra.get("server_cpu", float("nan"))
+    if not math.isnan(server):
+        counted += f", PostgreSQL CPU {server / run.seconds:4.0%}"
     print(
-        f"  run {rep + 1} {run.contender:<12} {run.messages:>8,} messages in "
+        f"  run {rep + 1} {name:<12} {run.messages:>8,} messages in "
         f"{run.seconds:7.2f} s = {run.rate:>8,.0f} msg/s, CPU {run.cpu_us_per_message:7.1f} "
         f"µs/msg, peak RSS {run.peak_rss_kib / 1024:6.1f} MiB, sink CPU "
         f"{run.sink_cpu / run.seconds:4.0%}, other CPU {run.other_cpu / run.seconds:4.0%}"
@@ -1069,7 +1133,7 @@ def run_all(opts: Options) -> Figures:
     print(
         f"send: {opts.recipients:,} recipients, {opts.connections} connections, messages of "
         f"{size:,.0f} bytes (target {opts.size:,}), {opts.runs} run(s), store {opts.store}, "
-        f"{opts.senders} sender process(es); sink {smtp_sink or 'mailcore sink'}",
+        f"{senders_text(opts.senders)} sender process(es); sink {smtp_sink or 'mailcore sink'}",
         flush=True,
     )
     runs: dict[Contender, list[Run]] = {c: [] for c in contenders}
@@ -1080,13 +1144,23 @@ def run_all(opts: Options) -> Figures:
             f"  {opts.recipients:,} contacts imported in {prepared.import_seconds:.2f} s",
             flush=True,
         )
+
+        def mailcore(
+            name: str, senders: int, profile: Path | None = None
+        ) -> tuple[Run, dict[str, Any] | None]:
+            return trio.run(
+                mailcore_run, opts, prepared, definition, size, smtp_sink, name, senders, profile
+            )
+
         for rep in range(opts.runs):
             for contender in contenders:
                 if contender == "mailcore":
-                    run, _ = trio.run(
-                        mailcore_run, opts, prepared, definition, size, smtp_sink, f"run{rep}"
-                    )
-                elif contender == "smtp-source":
+                    for n in opts.senders:  # each sender count in turn, every run
+                        run, _ = mailcore(f"run{rep}-{n}", n)
+                        runs[contender].append(run)
+                        say(run, rep)
+                    continue
+                if contender == "smtp-source":
                     assert smtp_source is not None
                     run = smtp_source_run(opts, smtp_source, smtp_sink, workdir)
                 else:
@@ -1096,16 +1170,7 @@ def run_all(opts: Options) -> Figures:
         profile = None
         if opts.profile is not None:
             print(f"  profiling one mailcore pass into {opts.profile}", flush=True)
-            run, report = trio.run(
-                mailcore_run,
-                opts,
-                prepared,
-                definition,
-                size,
-                smtp_sink,
-                "profile",
-                opts.profile.resolve(),
-            )
+            run, report = mailcore("profile", opts.senders[0], opts.profile.resolve())
             assert report is not None
             profile = ProfileSummary(
                 path=opts.profile,
@@ -1155,21 +1220,66 @@ LABELS: dict[Contender, str] = {
 }
 
 
-def _ratio(fig: Figures, other: Contender, target: float) -> str | None:
-    if "mailcore" not in fig.runs or other not in fig.runs:
+def senders_text(counts: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in counts)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def median_rate(runs: Sequence[Run]) -> float:
+    return statistics.median(r.rate for r in runs)
+
+
+def mailcore_groups(fig: Figures) -> dict[int, list[Run]]:
+    """mailcore's runs by sender count, fewest senders first."""
+    groups: dict[int, list[Run]] = {}
+    for run in fig.runs.get("mailcore", []):
+        groups.setdefault(run.senders, []).append(run)
+    return dict(sorted(groups.items()))
+
+
+def best_mailcore(fig: Figures) -> tuple[int, list[Run]] | None:
+    """The sender count with the highest median rate, and its runs."""
+    groups = mailcore_groups(fig)
+    return max(groups.items(), key=lambda kv: median_rate(kv[1])) if groups else None
+
+
+def row_label(opts: Options, contender: Contender, senders: int) -> str:
+    if contender != "mailcore" or opts.senders == (1,):
+        return LABELS[contender]
+    return f"{LABELS[contender]} ({plural(senders, 'sender')})"
+
+
+def _ratio(opts: Options, fig: Figures, other: Contender, target: float) -> str | None:
+    best = best_mailcore(fig)
+    if best is None or other not in fig.runs:
         return None
-    mc = statistics.median(r.rate for r in fig.runs["mailcore"])
-    them = statistics.median(r.rate for r in fig.runs[other])
-    ratio = mc / them
+    senders, mc_runs = best
+    ratio = median_rate(mc_runs) / median_rate(fig.runs[other])
     met = "met" if ratio >= target else "**not met**"
-    cpu = (
-        median_run(fig.runs[other]).cpu_us_per_message
-        / median_run(fig.runs["mailcore"]).cpu_us_per_message
+    cpu = median_run(fig.runs[other]).cpu_us_per_message / median_run(mc_runs).cpu_us_per_message
+    # With several sender counts, mailcore's fastest row is the one compared.
+    which = (
+        "mailcore"
+        if len(opts.senders) == 1
+        else f"mailcore (best row: {plural(senders, 'sender')})"
     )
     return (
-        f"mailcore / {LABELS[other]}: **{ratio:.2f}×** messages/s (target ≥ {target:g}×: "
+        f"{which} / {LABELS[other]}: **{ratio:.2f}×** messages/s (target ≥ {target:g}×: "
         f"{met}); CPU per message, theirs / mailcore's: {cpu:.2f}×"
     )
+
+
+def _table_rows(opts: Options, fig: Figures) -> Iterator[tuple[Contender, int, list[Run]]]:
+    """(contender, sender count, runs) per row: mailcore one per sender count."""
+    for contender, runs in fig.runs.items():
+        if contender == "mailcore":
+            for senders, group in mailcore_groups(fig).items():
+                yield contender, senders, group
+        elif runs:
+            yield contender, 1, runs
 
 
 def results_table(opts: Options, fig: Figures) -> list[str]:
@@ -1181,22 +1291,21 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
         "| peak RSS | sink CPU | other CPU |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for contender, runs in fig.runs.items():
-        if not runs:
-            continue
+    for contender, senders, runs in _table_rows(opts, fig):
         m = median_run(runs)
-        rate = statistics.median(r.rate for r in runs)
+        rate = median_rate(runs)
         rss = f"{m.peak_rss_kib / 1024:,.0f} MiB" + (
-            f" ({opts.senders} processes)" if contender == "mailcore" and opts.senders > 1 else ""
+            f" ({senders} processes)" if senders > 1 else ""
         )
         lines.append(
-            f"| {LABELS[contender]} | {DESCRIPTIONS[contender]} | {m.size:,.0f} | {m.messages:,} "
+            f"| {row_label(opts, contender, senders)} | {DESCRIPTIONS[contender]} "
+            f"| {m.size:,.0f} | {m.messages:,} "
             f"| {rate:,.0f} | {m.cpu_us_per_message:,.0f} | {m.cpu / m.seconds:.2f} | {rss} "
             f"| {m.sink_cpu / m.seconds:.0%} | {m.other_cpu / m.seconds:.0%} |"
         )
     lines.append("")
     for other, target in (("smtp-source", 1.0), ("aiosmtplib", 10.0)):
-        text = _ratio(fig, other, target)  # type: ignore[arg-type]
+        text = _ratio(opts, fig, other, target)  # type: ignore[arg-type]
         if text is not None:
             lines.append(f"- {text}.")
     mc = fig.runs.get("mailcore")
@@ -1209,9 +1318,10 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
         lines += [
             f"- mailcore's time runs from `campaigns.send` (audience frozen into the plan, "
             f"hold placed: median {plan:.2f} s) to the send settled. The sender's event-loop "
-            f"thread did {loop:.0%} of its CPU, the engine's render and the SQLite writer "
-            f"threads the rest; {kernel:.0%} of its CPU was in the kernel (system time: "
-            "socket I/O, mostly).",
+            f"thread did {loop:.0%} of its CPU, the engine's render and the "
+            f"{'SQLite writer' if opts.store == 'sqlite' else 'PostgreSQL client'} threads "
+            f"the rest; {kernel:.0%} of its CPU was in the kernel (system time: socket I/O, "
+            "mostly).",
             f"- Counts: every mailcore run delivered all {opts.recipients:,} recipients; the "
             f"sink counted {counts} "
             "(more than delivered would be duplicates).",
@@ -1283,42 +1393,196 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def section(opts: Options, fig: Figures, wall: api.Wall) -> str:
+def _preamble(opts: Options, fig: Figures, wall: api.Wall, heading: str, store: str) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    store = "SQLite (fresh copy per run)" if opts.store == "sqlite" else "PostgreSQL"
     short = opts.recipients < 100_000 or opts.runs < 3
-    lines = [
-        SECTION + (" — short validation run, not representative" if short else ""),
+    senders = f"{senders_text(opts.senders)} sender process(es)"
+    if len(opts.senders) > 1:
+        senders = f"{senders_text(opts.senders)} sender processes (each count in turn every run)"
+    return [
+        heading + (" — short validation run, not representative" if short else ""),
         "",
         f"{when}, {api.machine()}. Command: `{command()}` ({wall.seconds:.0f} s in all; other "
         f"processes used {wall.other_share:.0%} of a core meanwhile).",
         f"Receiving side: {fig.sink_note} on loopback, a fresh one per run (PIPELINING "
-        "offered; smtp-sink has no CHUNKING). mailcore: store "
-        f"{store}, {opts.senders} sender process(es) sharing {opts.connections} connections"
+        f"offered; smtp-sink has no CHUNKING). mailcore: store {store}, {senders} sharing "
+        f"{opts.connections} connections"
         + (f", settings {opts.settings}" if opts.settings else "")
         + f"; {opts.recipients:,} contacts imported beforehand in {fig.import_seconds:.1f} s. "
         f"Messages: mailcore {fig.mailcore_size:,.0f} bytes on average (multipart/alternative "
         "HTML + text, quoted-printable, 5 merge fields, open + click tracking), the others "
         f"about {opts.size:,} bytes (`--size`).",
+        *([f"Database: {opts.server}."] if opts.server else []),
         *api._busy_warning(wall),
-        "",
-        *results_table(opts, fig),
     ]
+
+
+def section(opts: Options, fig: Figures, wall: api.Wall) -> str:
+    if opts.store == "postgres":
+        lines = _preamble(opts, fig, wall, PG_SECTION, "PostgreSQL")
+        lines += ["", *scaling_lines(opts, fig)]
+    else:
+        lines = _preamble(opts, fig, wall, SECTION, "SQLite (fresh copy per run)")
+    lines += ["", *results_table(opts, fig)]
     prof = profile_lines(fig)
     if prof:
         lines += ["", *prof]
     return "\n".join(lines) + "\n"
 
 
+# -- several sender processes on PostgreSQL ---------------------------------------------------
+
+ACROSS_MACHINES = (
+    "**Across machines.** Sender processes on any number of machines share the work through "
+    "the database alone: a sender claims a batch of recipients (`send_batch_size`, 500) in "
+    "one statement with `FOR UPDATE SKIP LOCKED`, so no two claim the same row and none "
+    "waits for another; it writes the results back grouped (`result_group_size`, 500 per "
+    "transaction); and an outbox event per message is written only for accounts with a "
+    "webhook endpoint listening (none in this benchmark). PostgreSQL therefore does a few "
+    "row writes per message and a commit (an fsync with default durability) per batch, not "
+    "per message. Throughput grows with the senders' cores (one sender process keeps about "
+    "one core busy) until PostgreSQL's CPU or its WAL disk is the limit; the PostgreSQL CPU "
+    "per message measured here says how many messages a second a database core carries. "
+    "Past that, larger batches, faster WAL storage or one database per group of accounts "
+    "help; in practice the receiving side's limits (per-domain rates, 421 throttling) "
+    "usually bind far earlier."
+)
+
+
+def _cores(run: Run, key: str) -> float:
+    return run.extra.get(key, float("nan")) / run.seconds
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def scaling_lines(opts: Options, fig: Figures) -> list[str]:
+    """Throughput per number of sender processes, and where the limit is."""
+    groups = mailcore_groups(fig)
+    if not groups:
+        return []
+    cpus = os.cpu_count() or 1
+    base_n, base_runs = next(iter(groups.items()))
+    base = median_rate(base_runs)
+    lines = [
+        f"### Throughput per number of sender processes (median of {opts.runs} run(s))",
+        "",
+        f"| sender processes | msg/s | vs {plural(base_n, 'sender')} | CPU µs/msg (all "
+        "senders) | senders' CPU (cores) | peak RSS (summed) | sink CPU (cores) | PostgreSQL "
+        f"CPU (cores) | PostgreSQL CPU µs/msg | machine busy (of {cpus} cores) |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for n, runs in groups.items():
+        m, rate = median_run(runs), median_rate(runs)
+        server = m.extra.get("server_cpu", float("nan"))
+        lines.append(
+            f"| {n} | {rate:,.0f} | {rate / base:.2f}× | {m.cpu_us_per_message:,.0f} "
+            f"| {m.cpu / m.seconds:.2f} | {m.peak_rss_kib / 1024:,.0f} MiB "
+            f"| {m.sink_cpu / m.seconds:.2f} | {_fmt(server / m.seconds)} "
+            f"| {_fmt(1e6 * server / m.messages, ',.0f')} | {_cores(m, 'machine_cpu'):.2f} |"
+        )
+    lines += [
+        "",
+        "msg/s is the median over runs, the other columns are from the run with the median "
+        "rate. CPU in cores is CPU seconds over the run's wall time (1.00 = one core busy "
+        "throughout); PostgreSQL's is the server's processes (postmaster and backends, the "
+        "benchmark's own polling connection included; n/a when the server is not one this "
+        "benchmark started); machine busy is every process on the machine (/proc/stat).",
+        "",
+        limit_paragraph(groups, cpus),
+        "",
+        ACROSS_MACHINES,
+    ]
+    return lines
+
+
+def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
+    """Where the limit is on this machine, computed from the figures."""
+    rates = {n: median_rate(runs) for n, runs in groups.items()}
+    best = max(rates, key=lambda n: rates[n])
+    base_n = next(iter(groups))
+    m = median_run(groups[best])
+    senders, sink = m.cpu / m.seconds, m.sink_cpu / m.seconds
+    server, machine = _cores(m, "server_cpu"), _cores(m, "machine_cpu")
+    rest = max(0.0, machine - senders - sink - _or_zero(server))
+    parts = (
+        f"{'the sender' if best == 1 else 'the senders'} {senders:.2f}, smtp-sink {sink:.2f}"
+        + ("" if math.isnan(server) else f", PostgreSQL {server:.2f}")
+    )
+    text = [f"**Where the limit is on this machine** ({cpus} cores)."]
+    if len(groups) == 1:
+        text.append(f"One sender count only ({plural(best, 'sender')}): {rates[best]:,.0f} msg/s.")
+    else:
+        than = (
+            f", {rates[best] / rates[base_n]:.2f}× {plural(base_n, 'sender')}"
+            if best != base_n
+            else ""
+        )
+        text.append(
+            f"{plural(best, 'sender')} {'is' if best == 1 else 'are'} fastest: "
+            f"{rates[best]:,.0f} msg/s{than}."
+        )
+    text.append(
+        f"With {plural(best, 'sender')} the machine had {machine:.2f} of its {cpus} cores "
+        f"busy: {parts}, everything else {rest:.2f}."
+    )
+    if rest >= 0.3:  # the run shared the machine: the verdict below is the shared one's
+        text.append("Other processes took a share of the cores: re-run on a quiet machine.")
+    if machine >= 0.9 * cpus:
+        text.append("The machine's cores are the limit.")
+    elif sink >= 0.9:
+        text.append("smtp-sink, one process on one core, is the limit.")
+    else:
+        text.append(
+            "Cores were left idle, so the limit is waiting rather than CPU: the senders' "
+            "round trips to PostgreSQL and its commits, or too few senders."
+        )
+    for n, runs in groups.items():
+        if n <= best:
+            continue
+        r = median_run(runs)
+        busy = _cores(r, "machine_cpu")
+        why = (
+            f": the senders, PostgreSQL and smtp-sink time-share the {cpus} cores "
+            f"({busy:.2f} busy) and each process waits for its turn"
+            if busy >= 0.9 * cpus
+            else f" ({busy:.2f} of {cpus} cores busy)"
+        )
+        text.append(f"With {n} senders, {rates[n] / rates[best]:.2f}× the fastest{why}.")
+    first = median_run(groups[base_n])
+    if best != base_n:
+        text.append(
+            f"CPU per message over all senders: {first.cpu_us_per_message:,.0f} µs with "
+            f"{plural(base_n, 'sender')}, {m.cpu_us_per_message:,.0f} µs with {best}."
+        )
+    return " ".join(text)
+
+
 def command() -> str:
     return " ".join(["python -m benchmarks.send", *sys.argv[1:]])
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    results.write_section(SECTION, text, path)
+def write_section(text: str, path: Path = RESULTS, heading: str = SECTION) -> None:
+    results.write_section(heading, text, path)
 
 
 # -- main ------------------------------------------------------------------------------------
+
+
+def sender_counts(text: str) -> tuple[int, ...]:
+    """``--senders``: ``2`` or ``1,2,3``."""
+    counts = []
+    for item in text.split(","):
+        try:
+            counts.append(int(item.strip()))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r} is not a number of sender processes (e.g. 2 or 1,2,3)"
+            ) from None
+    if len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: each sender count once")
+    return tuple(counts)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
@@ -1332,13 +1596,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     parser.add_argument("--connections", type=int, default=32, help="SMTP connections (32)")
     parser.add_argument("--size", default="10k", help="message size, k = 1024 (10k)")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--database-url", help="postgresql://… (with --store postgres)")
+    parser.add_argument(
+        "--database-url",
+        help="postgresql://… (with --store postgres; without it a throwaway cluster with "
+        "default durability is started and stopped)",
+    )
     parser.add_argument(
         "--senders",
-        type=int,
-        default=1,
-        help="sender processes sharing the database and the connections (1; more needs "
-        "--store postgres)",
+        type=sender_counts,
+        default=(1,),
+        help="sender processes sharing the database and the connections, or a "
+        "comma-separated list of counts, each run in turn (1; more needs --store postgres)",
     )
     parser.add_argument(
         "--aiosmtplib-messages",
@@ -1381,20 +1649,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     contenders = tuple(c for c in CONTENDERS if c in named)
     if args.recipients < 1 or args.runs < 1 or args.connections < 1:
         parser.error("--recipients, --runs and --connections must be positive")
-    if args.senders < 1 or args.senders > args.connections:
+    if any(n < 1 or n > args.connections for n in args.senders):
         parser.error("--senders must be between 1 and --connections")
     if args.store == "sqlite":
         if args.database_url:
             parser.error("--database-url is for --store postgres (SQLite runs in a temp dir)")
-        if args.senders != 1:
+        if args.senders != (1,):
             parser.error(
                 "--senders > 1 needs --store postgres: SQLite is one node's embedded "
                 "database (and a sender releases every lease when it starts), so only 1 "
                 "sender is allowed with it"
             )
-    else:
-        if not args.database_url:
-            parser.error("--store postgres needs --database-url postgresql://…")
+    elif args.database_url:
         try:
             store_from_url(args.database_url)
         except ValidationError as exc:
@@ -1428,11 +1694,59 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     return opts, bool(args.write_results)
 
 
-def measure_wall(fn: Callable[[], Figures]) -> tuple[Figures, api.Wall]:
-    machine0, ours0, start = servers.machine_busy_seconds(), api._our_cpu(), time.perf_counter()
+@contextmanager
+def postgres_server(opts: Options) -> Iterator[Options]:
+    """``opts`` with the PostgreSQL server to use: ``--database-url``'s, or (none given) a
+    throwaway cluster with default durability, stopped on the way out whatever happens."""
+    if opts.store != "postgres":
+        yield opts
+        return
+    if opts.database_url is not None:
+        yield replace(
+            opts, server=describe_server(opts.database_url, "the server at --database-url")
+        )
+        return
+    # The tests' cluster, with durability on: a benchmark must pay for its commits.
+    from tests.pg import Cluster
+
+    print("send: starting a throwaway PostgreSQL cluster (default durability)", flush=True)
+    cluster = Cluster.start(durable=True)
+    try:
+        url = cluster.create_database()
+        described = describe_server(url, "a throwaway cluster on loopback started for the run")
+        yield replace(opts, database_url=url, server=described, server_pid=cluster.server_pid())
+    finally:
+        cluster.stop()
+        print("send: PostgreSQL cluster stopped", flush=True)
+
+
+def describe_server(url: str, what: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        got = {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes")
+        }
+    version = got["server_version"].split()[0]
+    return (
+        f"{what} (PostgreSQL {version}; fsync {got['fsync']}, synchronous_commit "
+        f"{got['synchronous_commit']}, full_page_writes {got['full_page_writes']})"
+    )
+
+
+def measure_wall(
+    fn: Callable[[], Figures], server_pid: int | None = None
+) -> tuple[Figures, api.Wall]:
+    """``server_pid``: our PostgreSQL cluster, not a child of ours, but no "other" process."""
+
+    def ours() -> float:
+        return api._our_cpu() + (_or_zero(tree_cpu(server_pid)) if server_pid else 0.0)
+
+    machine0, ours0, start = servers.machine_busy_seconds(), ours(), time.perf_counter()
     figures = fn()
     seconds = time.perf_counter() - start
-    other = max(0.0, servers.machine_busy_seconds() - machine0 - (api._our_cpu() - ours0))
+    other = max(0.0, servers.machine_busy_seconds() - machine0 - (ours() - ours0))
     return figures, api.Wall(seconds, other)
 
 
@@ -1448,12 +1762,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in WORKERS:
         return WORKERS[argv[0]](argv[1:])
     opts, write = parse_args(argv)
-    figures, wall = measure_wall(lambda: run_all(opts))
-    text = section(opts, figures, wall)
+    with postgres_server(opts) as ready:
+        figures, wall = measure_wall(lambda: run_all(ready), ready.server_pid)
+        text = section(ready, figures, wall)
     print()
     print(text)
     if write:
-        write_section(text)
+        write_section(text, heading=PG_SECTION if opts.store == "postgres" else SECTION)
         print(f"wrote {RESULTS}")
     return 0
 

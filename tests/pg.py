@@ -27,6 +27,7 @@ from mailcore.store.postgres import PostgresStore
 from tests.peers import free_port
 
 TEMPLATE = "mailcore_template"
+NO_DURABILITY = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
 def _bindir() -> Path:
@@ -64,9 +65,13 @@ class Cluster:
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
-    def start(cls) -> Cluster:
-        url = os.environ.get("MAILCORE_TEST_POSTGRES_URL")
-        cluster = cls(admin_url=url) if url else cls._initdb()
+    def start(cls, durable: bool = False) -> Cluster:
+        """``durable``: PostgreSQL's default durability (fsync, synchronous_commit and
+        full_page_writes on), for benchmarks whose figures must include the cost of a
+        commit; always a server of our own then (MAILCORE_TEST_POSTGRES_URL's settings are
+        unknown)."""
+        url = None if durable else os.environ.get("MAILCORE_TEST_POSTGRES_URL")
+        cluster = cls(admin_url=url) if url else cls._initdb(durable)
         try:
             cluster._make_template()
         except BaseException:
@@ -75,7 +80,7 @@ class Cluster:
         return cluster
 
     @classmethod
-    def _initdb(cls) -> Cluster:
+    def _initdb(cls, durable: bool = False) -> Cluster:
         bindir = _bindir()
         user = None
         if os.geteuid() == 0:
@@ -108,15 +113,14 @@ class Cluster:
         )
         # A test server: durability off (nothing here must survive a crash of the
         # machine), enough connections for several nodes per test.
+        no_durability = () if durable else NO_DURABILITY
         options = " ".join(
             f"-c {o}"
             for o in (
                 "listen_addresses=127.0.0.1",
                 f"port={port}",
                 f"unix_socket_directories={base}",
-                "fsync=off",
-                "synchronous_commit=off",
-                "full_page_writes=off",
+                *no_durability,
                 "max_connections=300",
                 "shared_buffers=128MB",
             )
@@ -180,6 +184,15 @@ class Cluster:
     def drop_database(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def server_pid(self) -> int | None:
+        """The postmaster's pid, when we started the server and it runs."""
+        if self.datadir is None:
+            return None
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
 
     def stop(self) -> None:
         if self.datadir is None:
