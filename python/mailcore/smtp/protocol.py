@@ -28,6 +28,7 @@ import enum
 import re
 from collections import deque
 
+from .. import _engine
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
@@ -60,27 +61,24 @@ MAX_IDLE_BUFFER = 64 * 1024
 """Bytes a server may send while no reply is expected before it is a protocol error."""
 
 _CODE = re.compile(rb"[2-5][0-9][0-9]")
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
 _FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 # -- message content ---------------------------------------------------------------------
 
 
+# The framing runs in the engine, one pass each (engine/core/src/smtp.rs): these used to
+# be a regular expression and several scans of every message.
+
+
 def normalize_newlines(content: bytes) -> bytes:
-    """Every bare CR and bare LF becomes CRLF, and a non-empty content ends in CRLF."""
-    crlf = content.count(b"\r\n")
-    if not (crlf == content.count(b"\r") == content.count(b"\n")):
-        content = _NEWLINES.sub(b"\r\n", content)
-    if content and not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    return content
+    """Every bare CR and bare LF becomes CRLF, and a non-empty content ends in CRLF
+    (``content`` itself when it already is so)."""
+    return _engine.smtp_normalize_newlines(_as_bytes(content))
 
 
 def normalize_piece(piece: bytes) -> bytes:
     """Bare CR and bare LF to CRLF, nothing appended (a piece of a longer content)."""
-    if piece.count(b"\r\n") == piece.count(b"\r") == piece.count(b"\n"):
-        return piece
-    return _NEWLINES.sub(b"\r\n", piece)
+    return _engine.smtp_normalize_piece(_as_bytes(piece))
 
 
 def encode_message(content: bytes) -> bytes:
@@ -89,12 +87,11 @@ def encode_message(content: bytes) -> bytes:
     Because no bare CR or LF survives, the only ``<CRLF>.<CRLF>`` in the output is the
     terminator we add, whatever the input holds: SMTP smuggling is impossible through us.
     """
-    return _dot_stuff(normalize_newlines(content))
+    return _engine.smtp_data_content(_as_bytes(content))
 
 
-def _dot_stuff(normalized: bytes) -> bytes:
-    out = normalized.replace(b"\r\n.", b"\r\n..")
-    return b"".join((b"." if out[:1] == b"." else b"", out, b".\r\n"))
+def _as_bytes(content: bytes) -> bytes:
+    return content if type(content) is bytes else bytes(content)
 
 
 # -- reply parsing -----------------------------------------------------------------------
@@ -541,9 +538,7 @@ class ClientProtocol:
             case Data():
                 return b"DATA\r\n"
             case Message(content):
-                if self._is_clean(content):
-                    return _dot_stuff(content)
-                return encode_message(content)
+                return encode_message(content)  # one pass, clean or not
             case Bdat(chunk, last):
                 payload = self._chunk_payload(chunk, last)
                 head = f"BDAT {len(payload)} LAST\r\n" if last else f"BDAT {len(payload)}\r\n"
