@@ -44,6 +44,18 @@ def format_micros(micros: int, decimals: int = 2) -> str:
 def parse_usd(text: str) -> int:
     """Parse ``-?digits(.d{1,6})?`` into micros; anything else or overflow -> MoneyError."""
 
+def smtp_normalize_newlines(content: bytes) -> bytes:
+    """Every bare CR and LF as CRLF, ending in CRLF unless empty; ``content`` itself
+    (the same object) when it already is."""
+
+def smtp_normalize_piece(piece: bytes) -> bytes:
+    """A piece of a longer content with bare CR and LF as CRLF, nothing appended;
+    ``piece`` itself when it has none."""
+
+def smtp_data_content(content: bytes) -> bytes:
+    """What follows the 354 reply to DATA: newlines normalised, dot-stuffed, and the
+    ``.<CRLF>`` terminator added."""
+
 @final
 class Template:
     """A compiled merge-tag template (``{{ path }}`` / ``{{ path | default: "x" }}``).

@@ -3,8 +3,9 @@ and recommend ``smtp_connections``.
 
 For each connection count, that many :class:`~mailcore.smtp.SmtpConnection` sessions are
 opened (greeting, EHLO, STARTTLS and AUTH as the URL says), then pre-rendered messages
-of the given size are sent through them — one recipient each, PIPELINING when offered,
-each connection reused for message after message, as the dispatcher does — for a fixed
+of the given size are sent through them — one recipient each, each connection reused
+for message after message and, when the server offers PIPELINING, up to
+``--pipeline-depth`` messages pipelined per round trip, as the dispatcher does — for a fixed
 number of messages or a fixed time. Per setting: messages/s accepted (250 after the final
 dot), latency of each message (MAIL to the reply after the dot), and every failure by
 reply code or by what went wrong. The recommendation is the smallest connection count
@@ -33,6 +34,7 @@ from rich.text import Text
 
 from .smtp import (
     RelayConfig,
+    SendOutcome,
     SmtpConnection,
     SmtpConnectionLost,
     SmtpError,
@@ -85,6 +87,7 @@ class BenchReport(msgspec.Struct, kw_only=True, frozen=True):
     rcpt_to: str
     messages: int | None  # per setting, or None with a duration
     duration: float | None
+    pipeline_depth: int  # messages per round trip at most (1: one after the other)
     settings: list[SettingResult]
     recommended: int | None  # smtp_connections to use; None when nothing got through
     reason: str
@@ -101,10 +104,14 @@ class BenchOptions:
     rcpt_to: str | None = None
     tls: TlsMode | None = None
     ca_file: str | None = None
+    pipeline_depth: int = 16  # the dispatcher's default (Settings.pipeline_depth)
+    pipeline_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         if not self.connections or min(self.connections) < 1:
             raise BenchUsageError("--connections needs positive counts, e.g. 1,8,32,64")
+        if self.pipeline_depth < 1:
+            raise BenchUsageError("--pipeline-depth must be at least 1")
         if self.messages is not None and self.duration is not None:
             raise BenchUsageError("give --messages or --duration, not both")
         if self.messages is not None and self.messages < 1:
@@ -264,12 +271,14 @@ class _Tally:
     ended: float = 0.0
     first_connection: SmtpConnection | None = None
 
-    def take(self) -> bool:
+    def take(self, most: int = 1) -> int:
+        """Up to ``most`` messages from the budget (0: the budget or the time is up)."""
         if self.budget <= 0 or time.perf_counter() >= self.deadline:
-            return False
-        self.budget -= 1
-        self.attempted += 1
-        return True
+            return 0
+        n = int(min(most, self.budget))
+        self.budget -= n
+        self.attempted += n
+        return n
 
     def error(self, key: str) -> None:
         self.errors[key] = self.errors.get(key, 0) + 1
@@ -300,9 +309,12 @@ class _Worker:
         messages: MessageFactory,
         mail_from: str,
         rcpt_to: str,
+        depth: int = 1,
+        depth_bytes: int = 256 * 1024,
     ) -> None:
         self.config, self.tls_context, self.tally = config, tls_context, tally
         self.messages, self.mail_from, self.rcpt_to = messages, mail_from, rcpt_to
+        self.depth, self.depth_bytes = depth, depth_bytes
         self.conn: SmtpConnection | None = None
         self.connect_error: str | None = None
 
@@ -320,7 +332,7 @@ class _Worker:
         tally = self.tally
         await start.wait()
         try:
-            while tally.take():
+            while n := tally.take(self.depth):
                 if self.conn is not None and not self.conn.usable:  # it broke: reopen
                     tally.reconnects += 1
                     await self._drop()
@@ -329,10 +341,16 @@ class _Worker:
                     await self.connect()  # the last attempt failed: try again
                 if self.conn is None:
                     tally.error(f"connect: {self.connect_error}")
+                    # One failed attempt costs one message of the budget; the rest go back.
+                    tally.budget += n - 1
+                    tally.attempted -= n - 1
                     self.connect_error = None
                     await anyio.sleep(CONNECT_BACKOFF)
                     continue
-                await self._send(self.conn)
+                if n == 1:
+                    await self._send(self.conn)
+                else:
+                    await self._send_many(self.conn, n)
         finally:
             tally.ended = max(tally.ended, time.perf_counter())
             await self._drop()
@@ -347,6 +365,25 @@ class _Worker:
             tally.error(_error_key(exc))
             return
         tally.latencies.append(time.perf_counter() - started)
+        self._count(outcome)
+
+    async def _send_many(self, conn: SmtpConnection, n: int) -> None:
+        """``n`` messages pipelined (``send_many``); each one's latency is the pipeline's,
+        from its first command to the last reply, as a message in a dispatcher batch sees."""
+        tally = self.tally
+        batch = [(self.mail_from, [self.rcpt_to], self.messages()) for _ in range(n)]
+        started = time.perf_counter()
+        outcomes = await conn.send_many(batch, max_messages=n, max_bytes=self.depth_bytes)
+        took = time.perf_counter() - started
+        for outcome in outcomes:
+            if isinstance(outcome, SmtpError):
+                tally.error(_error_key(outcome))
+            else:
+                tally.latencies.append(took)
+                self._count(outcome)
+
+    def _count(self, outcome: SendOutcome) -> None:
+        tally = self.tally
         if outcome.status(self.rcpt_to) == "delivered":
             tally.delivered += 1
             return
@@ -378,7 +415,16 @@ async def run_setting(
     budget = math.inf if options.duration is not None else float(options.messages_per_setting)
     tally = _Tally(budget=budget, deadline=math.inf)
     workers = [
-        _Worker(config, tls_context, tally, messages, options.mail_from, rcpt_to)
+        _Worker(
+            config,
+            tls_context,
+            tally,
+            messages,
+            options.mail_from,
+            rcpt_to,
+            options.pipeline_depth,
+            options.pipeline_bytes,
+        )
         for _ in range(connections)
     ]
     opened = time.perf_counter()
@@ -477,6 +523,9 @@ async def run_bench(
         rcpt_to=rcpt_to,
         messages=None if options.duration is not None else options.messages_per_setting,
         duration=options.duration,
+        pipeline_depth=(
+            options.pipeline_depth if ehlo is None or ehlo.supports("PIPELINING") else 1
+        ),
         settings=results,
         recommended=recommended,
         reason=reason,
@@ -493,8 +542,14 @@ def render_table(report: BenchReport) -> Group:
         if report.messages is not None
         else f"{report.duration:g} s per setting"
     )
+    depth = (
+        f"up to {report.pipeline_depth} pipelined per round trip"
+        if report.pipeline_depth > 1
+        else "one per round trip"
+    )
     table = Table(
-        title=f"mailcore bench smtp → {report.relay} ({report.size:,}-byte messages, {budget})",
+        title=f"mailcore bench smtp → {report.relay} ({report.size:,}-byte messages, {depth}, "
+        f"{budget})",
         title_justify="left",
     )
     columns = ("connections", "sent", "accepted", "msg/s", "p50 ms", "p99 ms", "CPU µs/msg")

@@ -309,6 +309,13 @@ def bench_smtp(
     ca_file: Annotated[
         Path | None, typer.Option(help="CA bundle to verify the relay with (PEM)")
     ] = None,
+    pipeline_depth: Annotated[
+        int,
+        typer.Option(
+            help="messages pipelined per round trip when the relay offers PIPELINING "
+            "(the sender's pipeline_depth; 1: one after the other)"
+        ),
+    ] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Send test messages through a relay at several connection counts: messages/s,
@@ -328,6 +335,7 @@ def bench_smtp(
             rcpt_to=rcpt_to,
             tls=benchsmtp.parse_tls(tls),
             ca_file=str(ca_file) if ca_file is not None else None,
+            pipeline_depth=pipeline_depth,
         )
         config = benchsmtp.relay_config(options.url, options.tls)
         benchsmtp.recipient_for(options, config)  # refuses before anything is sent

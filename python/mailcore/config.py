@@ -122,6 +122,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_rate: float = 0.0
     messages_per_connection: int = 1_000
     smtp_idle_seconds: float = 30.0
+    # Messages pipelined on one connection per write (PIPELINING, RFC 2920; with BDAT,
+    # RFC 3030), and about how many bytes of content at most; 1: one message at a time.
+    pipeline_depth: int = 16
+    pipeline_bytes: int = 256 * 1024
     # Direct delivery: connections per receiving domain, and TLS to its MX hosts
     # ("opportunistic": STARTTLS when offered, certificates not checked, as MTAs do;
     # "required": verified STARTTLS or the recipient is deferred).
@@ -192,6 +196,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValidationError(
                 "messages_per_connection and direct_connections must be positive",
                 field="messages_per_connection",
+            )
+        if self.pipeline_depth <= 0 or self.pipeline_bytes <= 0:
+            raise ValidationError(
+                "pipeline_depth and pipeline_bytes must be positive", field="pipeline_depth"
             )
         if self.smtp_idle_seconds <= 0 or self.retry_max_age_seconds <= 0:
             raise ValidationError(

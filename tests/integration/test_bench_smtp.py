@@ -137,8 +137,15 @@ async def _bench(
 
 
 @pytest.mark.anyio
-async def test_counts_add_up_against_the_sink() -> None:
-    options = BenchOptions(url="smtp://127.0.0.1:PORT", connections=(1, 4), size=3_000, messages=60)
+@pytest.mark.parametrize("depth", [1, 16])
+async def test_counts_add_up_against_the_sink(depth: int) -> None:
+    options = BenchOptions(
+        url="smtp://127.0.0.1:PORT",
+        connections=(1, 4),
+        size=3_000,
+        messages=60,
+        pipeline_depth=depth,
+    )
     sink, settings, recommended = await _bench(options)
     assert [s.connections for s in settings] == [1, 4]
     for s in settings:
@@ -152,6 +159,27 @@ async def test_counts_add_up_against_the_sink() -> None:
     assert {rcpts for _, rcpts, _ in sink.received} == {("sink@mailcore.invalid",)}
     assert {len(content) for _, _, content in sink.received} == {3_000}
     assert recommended in (1, 4)
+
+
+@pytest.mark.anyio
+async def test_pipelining_is_reported_only_when_the_server_offers_it() -> None:
+    for offered, expected in ((True, 8), (False, 1)):
+        sink = Sink(keep=True, pipelining=offered)
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(sink.serve)
+            options = BenchOptions(
+                url=f"smtp://127.0.0.1:{port}",
+                connections=(2,),
+                size=1_000,
+                messages=37,  # not a multiple of the depth: the last batch is short
+                pipeline_depth=8,
+            )
+            with anyio.fail_after(60):
+                report = await run_bench(options)
+            tg.cancel_scope.cancel()
+        (s,) = report.settings
+        assert report.pipeline_depth == expected
+        assert s.attempted == s.delivered == sink.messages == 37
 
 
 @pytest.mark.anyio
@@ -263,11 +291,13 @@ def test_command_reports_json_and_the_sink_got_every_accepted_message() -> None:
         "rcpt_to",
         "messages",
         "duration",
+        "pipeline_depth",
         "settings",
         "recommended",
         "reason",
     }
     assert report["size"] == 2_048 and report["messages"] == 30
+    assert report["pipeline_depth"] == 16  # the sender's default: what it would do
     assert "PIPELINING" in report["extensions"]
     assert [s["connections"] for s in report["settings"]] == [1, 3]
     for s in report["settings"]:

@@ -138,6 +138,21 @@ def test_message_round_trip_is_byte_exact_and_unsmugglable(content: bytes, cuts:
     assert message.content == normalized(content)  # the content is compared too
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.binary(max_size=300)
+    | st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n"])).map(b"".join)
+)
+def test_framing_matches_the_oracle_and_clean_content_is_not_copied(content: bytes) -> None:
+    clean = normalized(content)
+    assert normalize_newlines(content) == clean
+    assert normalize_newlines(clean) is clean  # the engine hands back the same object
+    assert normalize_newlines(bytearray(content)) == clean
+    assert encode_message(content) == (
+        b"." * clean.startswith(b".") + clean.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    )
+
+
 def test_encode_message_examples() -> None:
     assert encode_message(b"") == b".\r\n"
     assert encode_message(b"a") == b"a\r\n.\r\n"

@@ -6,6 +6,7 @@
 //!   stored tag arrays for its bulk load.
 //! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
 //!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
+//! * [`smtp`]: SMTP content framing (newlines, dot-stuffing) in one pass.
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 
@@ -22,6 +23,7 @@ pub mod mime;
 pub mod money;
 mod parallel;
 pub mod qp;
+pub mod smtp;
 pub mod template;
 pub mod text;
 mod textpart;

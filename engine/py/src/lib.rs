@@ -777,6 +777,42 @@ impl PyDkimSigner {
 }
 
 /// The `mailcore._engine` extension module.
+/// `content` itself when `normalized` is None (nothing to change), else the new bytes.
+fn same_or_new<'py>(
+    content: &Bound<'py, PyBytes>,
+    normalized: Option<Vec<u8>>,
+) -> Bound<'py, PyBytes> {
+    match normalized {
+        None => content.clone(),
+        Some(bytes) => PyBytes::new(content.py(), &bytes),
+    }
+}
+
+/// Every bare CR and LF of `content` as CRLF, ending in CRLF unless empty; `content`
+/// itself when it already is.
+#[pyfunction]
+fn smtp_normalize_newlines<'py>(content: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
+    same_or_new(
+        content,
+        engine::smtp::normalize_newlines(content.as_bytes()),
+    )
+}
+
+/// A piece of a longer content with bare CR and LF as CRLF (nothing appended).
+#[pyfunction]
+fn smtp_normalize_piece<'py>(piece: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
+    same_or_new(piece, engine::smtp::normalize_piece(piece.as_bytes()))
+}
+
+/// What follows the 354 reply to DATA: normalised, dot-stuffed, `.<CRLF>` added.
+#[pyfunction]
+fn smtp_data_content<'py>(content: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
+    PyBytes::new(
+        content.py(),
+        &engine::smtp::data_content(content.as_bytes()),
+    )
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -793,6 +829,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cost_micros, m)?)?;
     m.add_function(wrap_pyfunction!(format_micros, m)?)?;
     m.add_function(wrap_pyfunction!(parse_usd, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_normalize_newlines, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_normalize_piece, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_data_content, m)?)?;
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;

@@ -28,7 +28,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..ids import iso
 from ..models import CampaignCreate
 from ..node import SenderActivity
-from ..smtp import RelayConfig, Reply, SmtpConnection, SmtpConnectionLost, SmtpError
+from ..smtp import (
+    RelayConfig,
+    Reply,
+    SendOutcome,
+    SmtpConnection,
+    SmtpConnectionLost,
+    SmtpError,
+    SmtpUntried,
+)
 from ..store import RecipientResult, SendRow
 from ..tokens import TokenSigner
 from .direct import DirectDelivery
@@ -382,10 +390,12 @@ class Dispatcher:
 
     async def _connection_worker(self, dest: Destination) -> None:
         """One SMTP connection to ``dest``, reused for up to messages_per_connection
-        messages, closed when idle or when the destination's limit shrank."""
+        messages, closed when idle or when the destination's limit shrank. Messages go in
+        batches of up to ``pipeline_depth``, pipelined on the connection (send_many)."""
         conn: SmtpConnection | None = None
         sent_on_conn = 0
         stopping = False
+        depth = self.settings.pipeline_depth
         try:
             while True:
                 msg = await dest.wait(self.settings.smtp_idle_seconds)
@@ -397,7 +407,7 @@ class Dispatcher:
                     await self._emit(msg, "queued", "campaign paused", attempted=False)
                     continue
                 if dest.workers > dest.limit.current_connections:
-                    dest.put(msg)  # throttled: fewer connections from now on
+                    dest.give_back([msg])  # throttled: fewer connections from now on
                     return
                 wait = msg.not_before - anyio.current_time()
                 if wait > 0:
@@ -412,9 +422,25 @@ class Dispatcher:
                     sent_on_conn = 0
                     if conn is None:
                         return
-                result = await self._deliver(dest, conn, msg)
-                sent_on_conn += 1
-                await self._send_result(result)
+                # What else is due by now goes in the same pipeline (rate slots are booked
+                # in queue order, so this never sends a message before its slot).
+                room = min(depth, dest.messages_per_connection - sent_on_conn) - 1
+                batch = [msg]
+                if room > 0:
+                    for more in dest.take_many(room, until=anyio.current_time()):
+                        if more.campaign_id in self._paused:
+                            await self._emit(more, "queued", "campaign paused", attempted=False)
+                        else:
+                            batch.append(more)
+                results, untried = await self._deliver(dest, conn, batch)
+                sent_on_conn += len(batch) - len(untried)
+                dest.give_back(untried)  # never reached the server: no attempt counted
+                assert self._results is not None
+                for result in results:
+                    try:  # a checkpoint per batch is enough, not one per message
+                        self._results.send_nowait(result)
+                    except anyio.WouldBlock:
+                        await self._results.send(result)
         except anyio.get_cancelled_exc_class():
             stopping = True
             raise
@@ -497,17 +523,48 @@ class Dispatcher:
         return next_at
 
     async def _deliver(
-        self, dest: Destination, conn: SmtpConnection, msg: Outbound
+        self, dest: Destination, conn: SmtpConnection, msgs: list[Outbound]
+    ) -> tuple[list[RecipientResult], list[Outbound]]:
+        """Send ``msgs`` on ``conn`` (pipelined when more than one): a result per message
+        sent, and the messages the connection broke before (to send again, untried)."""
+        sent: list[SendOutcome | SmtpError]
+        if len(msgs) == 1:
+            msg = msgs[0]
+            try:
+                sent = [await conn.send(msg.sender, [msg.recipient], msg.content)]
+            except SmtpError as exc:
+                sent = [exc]
+        else:
+            sent = await conn.send_many(
+                [(m.sender, [m.recipient], m.content) for m in msgs],
+                max_messages=len(msgs),
+                max_bytes=self.settings.pipeline_bytes,
+            )
+        results: list[RecipientResult] = []
+        untried: list[Outbound] = []
+        for msg, outcome in zip(msgs, sent, strict=True):
+            if isinstance(outcome, SmtpUntried) or (
+                isinstance(outcome, SmtpConnectionLost) and outcome.behind
+            ):
+                # Never reached the server, or (behind) queued after a message whose reply
+                # the server's close cut off: it stopped reading before this one.
+                untried.append(msg)
+            elif isinstance(outcome, SmtpConnectionLost):
+                # After the final dot the server may have taken the message: retrying
+                # risks one duplicate, giving up risks a loss. Like every MTA, retry.
+                what = "after the message (it may have arrived)" if outcome.outcome_unknown else ""
+                results.append(self._outcome(msg, "deferred", f"connection lost {what}: {outcome}"))
+            elif isinstance(outcome, SmtpError):
+                results.append(
+                    self._outcome(msg, "deferred", f"{type(outcome).__name__}: {outcome}")
+                )
+            else:
+                results.append(await self._delivered(dest, msg, outcome))
+        return results, untried
+
+    async def _delivered(
+        self, dest: Destination, msg: Outbound, outcome: SendOutcome
     ) -> RecipientResult:
-        try:
-            outcome = await conn.send(msg.sender, [msg.recipient], msg.content)
-        except SmtpConnectionLost as exc:
-            # After the final dot the server may have taken the message: retrying risks one
-            # duplicate, giving up risks a loss. Like every MTA, retry.
-            what = "after the message (it may have arrived)" if exc.outcome_unknown else ""
-            return self._outcome(msg, "deferred", f"connection lost {what}: {exc}")
-        except SmtpError as exc:
-            return self._outcome(msg, "deferred", f"{type(exc).__name__}: {exc}")
         state = outcome.status(msg.recipient)
         if msg.campaign_id in self._failing:
             self._failing.discard(msg.campaign_id)

@@ -68,6 +68,23 @@ class Destination:
     def take(self) -> Outbound | None:
         return self._queue.popleft() if self._queue else None
 
+    def take_many(self, n: int, until: float | None = None) -> list[Outbound]:
+        """Up to ``n`` queued messages, oldest first; with ``until``, only those whose rate
+        slot (``not_before``) is no later (the first one always: it is due next)."""
+        queue = self._queue
+        out: list[Outbound] = []
+        while queue and len(out) < n:
+            if out and until is not None and queue[0].not_before > until:
+                break
+            out.append(queue.popleft())
+        return out
+
+    def give_back(self, msgs: list[Outbound]) -> None:
+        """Put messages taken but not sent back at the head of the queue, in order."""
+        if msgs:
+            self._queue.extendleft(reversed(msgs))
+            self._arrived.set()
+
     async def wait(self, seconds: float) -> Outbound | None:
         """The next message, or None after ``seconds`` with none."""
         if self._queue:  # the common case under load: no timer, no checkpoint

@@ -20,6 +20,7 @@ from .errors import (
     SmtpReplyError,
     SmtpTimeout,
     SmtpTlsError,
+    SmtpUntried,
     TlsRequiredError,
 )
 from .events import (
@@ -129,6 +130,7 @@ __all__ = [
     "SmtpReplyError",
     "SmtpTimeout",
     "SmtpTlsError",
+    "SmtpUntried",
     "StartTls",
     "StartTlsRequested",
     "TlsMode",

@@ -70,6 +70,12 @@ class SmtpConnectionLost(SmtpError):
     the server may or may not have taken the message. That is the ``message-end`` phase;
     with BDAT pipelined after MAIL and RCPT, also the ``mail`` and ``rcpt`` phases that
     follow the single write.
+
+    :attr:`behind` is True for a message of a pipeline written in full behind an earlier
+    one whose reply never came either. A server stops reading when it closes, so it most
+    likely never read this one: send it again without counting an attempt. (A server that
+    took it, held back its replies and then closed would get it twice: a duplicate per
+    such message at most, as for any unknown outcome.)
     """
 
     def __init__(
@@ -78,12 +84,24 @@ class SmtpConnectionLost(SmtpError):
         reason: str = "connection closed by the server",
         *,
         outcome_unknown: bool | None = None,
+        behind: bool = False,
     ) -> None:
         self.outcome_unknown = _doubt(phase, outcome_unknown)
+        self.behind = behind
         doubt = " (the message may have been delivered)" if self.outcome_unknown else ""
         super().__init__(f"connection lost in phase {phase!r}: {reason}{doubt}")
         self.phase = phase
         self.reason = reason
+
+
+class SmtpUntried(SmtpError):
+    """A message of a pipelined batch that was never sent: the connection broke (or the
+    server said 421) before its content went out. Nothing of it can have been delivered;
+    send it again, on another connection, without counting an attempt."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(f"not sent: the connection failed (in phase {phase!r}) before it")
+        self.phase = phase
 
 
 class SmtpReplyError(SmtpError):

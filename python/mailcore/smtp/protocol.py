@@ -28,6 +28,7 @@ import enum
 import re
 from collections import deque
 
+from .. import _engine
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
@@ -60,27 +61,24 @@ MAX_IDLE_BUFFER = 64 * 1024
 """Bytes a server may send while no reply is expected before it is a protocol error."""
 
 _CODE = re.compile(rb"[2-5][0-9][0-9]")
-_NEWLINES = re.compile(rb"\r\n|\r|\n")
 _FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 # -- message content ---------------------------------------------------------------------
 
 
+# The framing runs in the engine, one pass each (engine/core/src/smtp.rs): these used to
+# be a regular expression and several scans of every message.
+
+
 def normalize_newlines(content: bytes) -> bytes:
-    """Every bare CR and bare LF becomes CRLF, and a non-empty content ends in CRLF."""
-    crlf = content.count(b"\r\n")
-    if not (crlf == content.count(b"\r") == content.count(b"\n")):
-        content = _NEWLINES.sub(b"\r\n", content)
-    if content and not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    return content
+    """Every bare CR and bare LF becomes CRLF, and a non-empty content ends in CRLF
+    (``content`` itself when it already is so)."""
+    return _engine.smtp_normalize_newlines(_as_bytes(content))
 
 
 def normalize_piece(piece: bytes) -> bytes:
     """Bare CR and bare LF to CRLF, nothing appended (a piece of a longer content)."""
-    if piece.count(b"\r\n") == piece.count(b"\r") == piece.count(b"\n"):
-        return piece
-    return _NEWLINES.sub(b"\r\n", piece)
+    return _engine.smtp_normalize_piece(_as_bytes(piece))
 
 
 def encode_message(content: bytes) -> bytes:
@@ -89,21 +87,28 @@ def encode_message(content: bytes) -> bytes:
     Because no bare CR or LF survives, the only ``<CRLF>.<CRLF>`` in the output is the
     terminator we add, whatever the input holds: SMTP smuggling is impossible through us.
     """
-    return _dot_stuff(normalize_newlines(content))
+    return _engine.smtp_data_content(_as_bytes(content))
 
 
-def _dot_stuff(normalized: bytes) -> bytes:
-    out = normalized.replace(b"\r\n.", b"\r\n..")
-    return b"".join((b"." if out[:1] == b"." else b"", out, b".\r\n"))
+def _as_bytes(content: bytes) -> bytes:
+    return content if type(content) is bytes else bytes(content)
 
 
 # -- reply parsing -----------------------------------------------------------------------
 
 
+_CACHE_SIZE = 256
+
+
 class ReplyReader:
-    """Incremental parser of server replies, bytes in, :class:`Reply` out."""
+    """Incremental parser of server replies, bytes in, :class:`Reply` out.
+
+    Single-line replies are remembered by their bytes (a :class:`Reply` is immutable):
+    most of a session's replies are the same few lines ("250 2.1.0 Ok"), and a pipelined
+    batch brings dozens of them at a time."""
 
     def __init__(self) -> None:
+        self._cache: dict[bytes, Reply] = {}
         self._buf = bytearray()
         self._lines: list[str] = []
         self._code: bytes | None = None
@@ -130,6 +135,11 @@ class ReplyReader:
                 return None
             raw = bytes(self._buf[:nl])
             del self._buf[: nl + 1]
+            if self._code is None:
+                cached = self._cache.get(raw)
+                if cached is not None:
+                    return cached
+            line = raw
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > MAX_REPLY_LINE:
@@ -150,6 +160,8 @@ class ReplyReader:
                     raise RemoteProtocolError("multi-line reply has too many lines")
                 continue
             reply = Reply(int(code), tuple(self._lines))
+            if len(self._lines) == 1 and len(self._cache) < _CACHE_SIZE:
+                self._cache[line] = reply
             self._lines = []
             self._code = None
             return reply
@@ -201,7 +213,10 @@ class Phase(enum.Enum):
 
 
 # Commands that may be followed by others before their reply (RFC 2920 §3.1).
+# The message content (after 354) and BDAT may be followed by the next transaction's MAIL
+# (RFC 2920 §3.1, RFC 3030 §4.2): that is pipelining across messages.
 _PIPELINABLE = (Mail, Rcpt, Rset, Message, Bdat)
+_MAX_CLEAN = 1024
 
 
 class ClientProtocol:
@@ -221,7 +236,10 @@ class ClientProtocol:
         self._need_rset = False  # a BDAT chunk was refused (RFC 3030 §2)
         self._chunk_cr = False  # the last BDAT chunk ended in CR: a leading LF pairs with it
         self._chunk_crlf = True  # the chunks so far end in CRLF (or are empty)
-        self._clean: bytes | None = None  # the last content normalize() returned
+        # Contents normalize() returned, by identity, until sent: with pipelining across
+        # messages several are prepared before the first goes out.
+        # (the same object may be several messages' content: counted).
+        self._clean: dict[int, tuple[bytes, int]] = {}
         self.ehlo: EhloReply | None = None
         """The server's answer to our last successful EHLO/HELO (HELO: no extensions)."""
         self.extended = False
@@ -252,8 +270,23 @@ class ClientProtocol:
         first and last :class:`Bdat`, carrying that very object is not scanned again (for
         a caller that needs the size before sending, e.g. for ``MAIL … SIZE=``)."""
         clean = normalize_newlines(content)
-        self._clean = clean
+        if len(self._clean) >= _MAX_CLEAN:  # prepared and never sent (refused locally)
+            del self._clean[next(iter(self._clean))]
+        seen = self._clean.get(id(clean))
+        self._clean[id(clean)] = (clean, seen[1] + 1 if seen is not None else 1)
         return clean
+
+    def _is_clean(self, content: bytes) -> bool:
+        seen = self._clean.get(id(content))
+        return seen is not None and seen[0] is content
+
+    def _sent(self, content: bytes) -> None:
+        seen = self._clean.get(id(content))
+        if seen is not None and seen[0] is content:
+            if seen[1] > 1:
+                self._clean[id(content)] = (content, seen[1] - 1)
+            else:
+                del self._clean[id(content)]
 
     # -- input -----------------------------------------------------------------------
 
@@ -505,9 +538,7 @@ class ClientProtocol:
             case Data():
                 return b"DATA\r\n"
             case Message(content):
-                if content is self._clean:
-                    return _dot_stuff(content)
-                return encode_message(content)
+                return encode_message(content)  # one pass, clean or not
             case Bdat(chunk, last):
                 payload = self._chunk_payload(chunk, last)
                 head = f"BDAT {len(payload)} LAST\r\n" if last else f"BDAT {len(payload)}\r\n"
@@ -522,7 +553,7 @@ class ClientProtocol:
 
     def _chunk_payload(self, chunk: bytes, last: bool) -> bytes:
         """``chunk`` normalised as part of the message begun by the earlier chunks."""
-        if last and chunk is self._clean and self._chunk_crlf and not self._chunk_cr:
+        if last and self._is_clean(chunk) and self._chunk_crlf and not self._chunk_cr:
             return chunk  # the whole message, normalised by normalize()
         if self._chunk_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF split between two chunks
@@ -543,11 +574,11 @@ class ClientProtocol:
                 self._phase = Phase.RCPT
             case Data():
                 self._phase = Phase.DATA
-            case Message():
+            case Message(content):
                 self._phase = Phase.READY
-                self._clean = None
+                self._sent(content)
             case Bdat(chunk, last):
-                self._clean = None
+                self._sent(chunk)
                 if last:
                     self._phase = Phase.READY
                     self._chunk_cr, self._chunk_crlf = False, True

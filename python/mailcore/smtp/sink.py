@@ -197,6 +197,10 @@ class Sink:
                 return
             reply = await self._answer(conn, event)
             if reply is DROP:
+                # Replies to the commands before this one go out first (a server answers
+                # as it goes): only this event's reply is lost with the connection.
+                if out:
+                    await conn.stream.send(bytes(out))
                 return
             out += proto.send(reply)
             conn.replies += 1

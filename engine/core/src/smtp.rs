@@ -1,0 +1,152 @@
+//! SMTP content framing (RFC 5321 §2.3.8 and §4.5.2), in one pass over the content.
+//!
+//! Every bare CR and every bare LF becomes CRLF, so that no `<CRLF>.<CRLF>` can be
+//! smuggled through a message: the only one on the wire is the terminator added here.
+//! For `DATA`, a line that starts with `.` gets one more, and `.<CRLF>` ends it. For
+//! `BDAT`, the newlines alone are normalised. The Python reference these are tested
+//! against (by hypothesis) lives in `tests/smtp`.
+
+use memchr::memchr2;
+
+/// `content` with every bare CR and bare LF turned into CRLF, ending in CRLF unless it
+/// is empty; `None` when it already is exactly that (the caller keeps its own copy).
+pub fn normalize_newlines(content: &[u8]) -> Option<Vec<u8>> {
+    if is_normalized(content) && (content.is_empty() || content.ends_with(b"\r\n")) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 2);
+    frame_into(content, false, &mut out);
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    Some(out)
+}
+
+/// A piece of a longer content with bare CR and LF turned into CRLF, nothing appended;
+/// `None` when there is none.
+pub fn normalize_piece(piece: &[u8]) -> Option<Vec<u8>> {
+    if is_normalized(piece) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(piece.len() + piece.len() / 32 + 2);
+    frame_into(piece, false, &mut out);
+    Some(out)
+}
+
+/// What follows a 354 reply: `content` normalised as [`normalize_newlines`] does,
+/// dot-stuffed, and terminated by `.<CRLF>`.
+pub fn data_content(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 8);
+    frame_into(content, true, &mut out);
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Whether every CR in `content` is followed by LF and every LF preceded by CR.
+pub fn is_normalized(content: &[u8]) -> bool {
+    let mut rest = content;
+    while let Some(i) = memchr2(b'\r', b'\n', rest) {
+        // A CRLF is stepped over whole, so any LF found is a bare one.
+        if rest[i] == b'\n' || rest.get(i + 1) != Some(&b'\n') {
+            return false;
+        }
+        rest = &rest[i + 2..];
+    }
+    true
+}
+
+fn frame_into(content: &[u8], stuff: bool, out: &mut Vec<u8>) {
+    let mut rest = content;
+    if stuff && rest.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    while let Some(i) = memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"\r\n");
+        let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
+        rest = &rest[i + if crlf { 2 } else { 1 }..];
+        if stuff && rest.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+    }
+    out.extend_from_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules spelled out the slow way: split into lines at CRLF, CR or LF.
+    fn reference(content: &[u8], stuff: bool) -> Vec<u8> {
+        let mut lines: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut i = 0;
+        while i < content.len() {
+            match content[i] {
+                b'\r' if content.get(i + 1) == Some(&b'\n') => {
+                    lines.push(Vec::new());
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => lines.push(Vec::new()),
+                b => lines.last_mut().unwrap().push(b),
+            }
+            i += 1;
+        }
+        if lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop(); // the content ended in a newline (or was empty)
+        }
+        let mut out = Vec::new();
+        for line in lines {
+            if stuff && line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(&line);
+            out.extend_from_slice(b"\r\n");
+        }
+        if stuff {
+            out.extend_from_slice(b".\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn every_short_content_over_a_small_alphabet() {
+        // All strings up to length 7 over {a, ., \r, \n}: 21,845 of them.
+        let alphabet = [b'a', b'.', b'\r', b'\n'];
+        let mut count = 0;
+        for len in 0..=7u32 {
+            for n in 0..4usize.pow(len) {
+                let content: Vec<u8> = (0..len).map(|k| alphabet[(n >> (2 * k)) & 3]).collect();
+                let normal = reference(&content, false);
+                let got = normalize_newlines(&content).unwrap_or_else(|| content.clone());
+                assert_eq!(got, normal, "{content:?}");
+                assert_eq!(
+                    data_content(&content),
+                    reference(&content, true),
+                    "{content:?}"
+                );
+                assert_eq!(
+                    is_normalized(&content),
+                    normal == content || normal == [content.as_slice(), b"\r\n"].concat(),
+                    "{content:?}"
+                );
+                count += 1;
+            }
+        }
+        assert_eq!(count, 21_845);
+    }
+
+    #[test]
+    fn a_clean_content_is_not_copied() {
+        assert_eq!(normalize_newlines(b"a\r\n.b\r\n"), None);
+        assert_eq!(normalize_newlines(b""), None);
+        assert_eq!(normalize_newlines(b"a"), Some(b"a\r\n".to_vec()));
+        assert_eq!(normalize_piece(b"a\r\nb"), None);
+        assert_eq!(normalize_piece(b"a\rb\n"), Some(b"a\r\nb\r\n".to_vec()));
+        assert_eq!(data_content(b""), b".\r\n");
+        assert_eq!(data_content(b".a\n.\n"), b"..a\r\n..\r\n.\r\n");
+    }
+}
