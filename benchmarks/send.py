@@ -519,7 +519,8 @@ class Prepared:
 async def prepare(opts: Options, workdir: Path) -> Prepared:
     template = workdir / "template.db" if opts.store == "sqlite" else None
     url = f"sqlite:///{template}" if template is not None else str(opts.database_url)
-    credit = opts.recipients * PRICE_MICROS * (opts.runs + 2)
+    # every mailcore pass (runs × sender counts, the profile pass) holds a full campaign
+    credit = opts.recipients * PRICE_MICROS * (opts.runs * len(opts.senders) + 2)
     async with Mailcore.open(Settings.load(env={}, database_url=url)) as mc:
         account = await mc.accounts.create("send-benchmark", credit_micros=credit)
         body = contacts_csv(opts.recipients)
