@@ -258,11 +258,18 @@ class Dispatcher:
         """The node's heartbeat: while it runs, its leases never expire, so no other node
         takes over work that is merely slow; once it dies they expire within
         ``lease_seconds`` and the others claim them."""
+        store = self.mc.store
         while True:
             await anyio.sleep(self.settings.lease_seconds / 3)
-            await self.mc.store.renew_leases(
-                self.mc.node.id, self._now() + self.settings.lease_seconds
-            )
+            now = self._now()
+            await store.renew_leases(self.mc.node.id, now + self.settings.lease_seconds)
+            if not store.exclusive:
+                # A dead node's leases expire and go back to the queue here (claims
+                # take only queued and due recipients, see PostgresStore.claim_recipients).
+                released = await store.recover_leases(now)
+                if released:
+                    log.info("%d recipients of a stopped sender back in the queue", released)
+                    self.wake()
 
     async def _wait_for_relays(self) -> None:
         """Relay mode with every relay backing off: nothing can go out before one is due."""

@@ -414,10 +414,12 @@ class Store(abc.ABC):
     async def claim_recipients(
         self, campaign_id: str, limit: int, now: float, lease_until: float, owner: str = ""
     ) -> list[RecipientWork]:
-        """Lease up to ``limit`` recipients that are queued, deferred and due, or leased
-        with an expired lease; they become ``sending`` until ``lease_until``, held by
-        ``owner`` (the node's id, so it can renew them). Two concurrent claims, from any
-        nodes, never return the same recipient."""
+        """Lease up to ``limit`` recipients that are queued, or deferred and due (SQLite
+        also takes leases that expired; a shared store leaves those to
+        :meth:`recover_leases`, which live senders call with their heartbeat); they
+        become ``sending`` until ``lease_until``, held by ``owner`` (the node's id, so it
+        can renew them). Two concurrent claims, from any nodes, never return the same
+        recipient."""
 
     @abc.abstractmethod
     async def record_results(self, results: Sequence[RecipientResult], now: str) -> None:
@@ -431,9 +433,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def recover_leases(self, now: float) -> int:
-        """At a sender's start-up: make what stopped senders held claimable again. An
-        :attr:`exclusive` store hands back every lease; a shared one only the expired
-        ones (a live node's leases are its own). Returns how many."""
+        """At a sender's start-up, and on a shared store with each heartbeat: make what
+        stopped senders held claimable again. An :attr:`exclusive` store hands back every
+        lease; a shared one only the expired ones (a live node's leases are its own).
+        Returns how many."""
 
     @abc.abstractmethod
     async def renew_leases(self, owner: str, lease_until: float) -> int:

@@ -151,15 +151,14 @@ _CONTACT_CHANGES_SQL = (
 _OPEN = "state IN ('queued', 'deferred', 'sending')"
 # What a claim takes, each kind picked on its own so that every condition is an index
 # condition on recipients_state (campaign_id, state, next_attempt_at): the scan stops at
-# the batch, however the statistics stand. One query with ORDER BY contact_seq over the
-# three (the first design) was planned, once statistics had been analysed while a
+# the batch, however the statistics stand. One query with ORDER BY contact_seq over every
+# open state (the first design) was planned, once statistics had been analysed while a
 # campaign was nearly sent, as a bitmap scan of every queued row plus a sort: a claim
 # of 500 then read and sorted all 100,000 queued rows of the next campaign (seconds per
-# claim, measured with three senders). Parameters: (campaign_id, [now,] limit).
-_PICK_EXPIRED = (
-    "SELECT contact_seq FROM recipients WHERE campaign_id = %s AND state = 'sending' "
-    "AND lease_until < %s LIMIT %s FOR UPDATE SKIP LOCKED"
-)
+# claim, measured with three senders). Expired leases are not picked here: every 'sending'
+# row version a campaign ever had sits in that part of the index until vacuum, so each
+# claim would walk them all; live nodes' heartbeats put expired leases back in the queue
+# (recover_leases) instead. Parameters: (campaign_id, now, limit) and (campaign_id, limit).
 _PICK_DUE = (
     "SELECT contact_seq FROM recipients WHERE campaign_id = %s AND state = 'deferred' "
     "AND next_attempt_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED"
@@ -1369,8 +1368,7 @@ class PostgresStore(Store):
             # another node claimed and committed since this statement's snapshot.
             seqs: list[int] = []
             for sql, args in (
-                (_PICK_EXPIRED, (campaign_id, now)),  # a stopped node's leases first
-                (_PICK_DUE, (campaign_id, now)),  # then retries that are due
+                (_PICK_DUE, (campaign_id, now)),  # retries that are due first
                 (_PICK_QUEUED, (campaign_id,)),
             ):
                 if len(seqs) < limit:
