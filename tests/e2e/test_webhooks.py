@@ -105,9 +105,16 @@ async def test_every_event_arrives_signed_and_retried(tmp_path: Path, database_u
                     unsub["data"]["email"] == "u3@x.com" and unsub["data"]["campaignId"] == c["id"]
                 )
 
-                # The delivery log, a test ping, and a replay.
+                # The delivery log, a test ping, and a replay. The receiver has answered
+                # the last request before the dispatcher records it: wait for the record.
+                async def recorded() -> bool:
+                    log = (await http.get(f"/v1/mail/webhooks/{hook['id']}/deliveries")).json()
+                    return {d["state"] for d in log["data"]} == {"succeeded"}
+
+                await wait_until(recorded)
                 log = (await http.get(f"/v1/mail/webhooks/{hook['id']}/deliveries")).json()
                 assert {d["state"] for d in log["data"]} == {"succeeded"}
+                assert len(log["data"]) == len(events)
                 assert any(d["attempts"] > 1 for d in log["data"])
                 r = await http.post(f"/v1/mail/webhooks/{hook['id']}/test")
                 assert r.status_code == 202
