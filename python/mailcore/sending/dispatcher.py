@@ -144,8 +144,10 @@ class Dispatcher:
             with anyio.move_on_after(self.poll_seconds):
                 await self._status_changed.wait()
             self._status_changed = anyio.Event()
-            sends = await self.mc.store.active_sends()
-            self._paused = {s.campaign_id for s in sends if s.status == "paused"}
+            self._note_paused(await self.mc.store.active_sends())
+
+    def _note_paused(self, sends: list[SendRow]) -> None:
+        self._paused = {s.campaign_id for s in sends if s.status == "paused"}
 
     # -- feeder --------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Dispatcher:
             await self._wait_for_relays()
             worked = False
             sends = await self.mc.store.active_sends()
-            self._paused = {s.campaign_id for s in sends if s.status == "paused"}
+            self._note_paused(sends)
             for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
                 del self.activity.campaigns[gone]  # finished (maybe by another node)
             for send in sends:
