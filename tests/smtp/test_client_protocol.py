@@ -451,3 +451,123 @@ def test_unsolicited_data_is_bounded() -> None:
     proto.receive_data(b"250 " + b"x" * 70_000)
     with pytest.raises(RemoteProtocolError):
         drain(proto)
+
+
+# -- one pipelined group per message ------------------------------------------------------
+
+EHLO_NO_PIPELINING = b"250-mx.test\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
+ADDRESSES = ["a@b.test", "", "ünï@b.test", "x\r\nDATA@b.test", "<evil>@b.test", "c@d.test"]
+
+
+def reach(where: str, pipelining: bool) -> ClientProtocol:
+    """A machine in one of the states a sender meets between messages."""
+    proto = ready(EHLO_OK if pipelining else EHLO_NO_PIPELINING)
+
+    def transaction(data_reply: bytes) -> None:
+        for command in (Mail("s@b.test"), Rcpt("r@b.test"), Data()):
+            proto.send(command)
+            if not pipelining:
+                proto.receive_data(b"354 go\r\n" if isinstance(command, Data) else b"250 ok\r\n")
+                drain(proto)
+        if pipelining:
+            proto.receive_data(b"250 ok\r\n250 ok\r\n" + data_reply)
+            drain(proto)
+
+    if where == "body":  # the 354 came: the content is due
+        transaction(b"354 go\r\n")
+    elif where == "data-refused":  # back to ready after a refused DATA
+        transaction(b"554 no\r\n")
+    elif where == "awaiting":  # sent, the replies not read
+        proto.send(Mail("s@b.test"))
+        if pipelining:
+            proto.send(Rcpt("r@b.test"))
+    elif where == "mail-refused":
+        proto.send(Mail("s@b.test"))
+        proto.receive_data(b"550 no\r\n")
+        drain(proto)
+    return proto
+
+
+def state(proto: ClientProtocol) -> tuple[object, ...]:
+    return (
+        proto.phase,
+        proto.outstanding,
+        proto._need_rset,
+        proto._txn_failed,
+        proto._txn_utf8,
+        proto._chunk_cr,
+        proto._chunk_crlf,
+        dict(proto._clean),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    where=st.sampled_from(["ready", "body", "data-refused", "awaiting", "mail-refused"]),
+    pipelining=st.booleans(),
+    body=st.one_of(st.none(), st.binary(max_size=40)),
+    rset=st.booleans(),
+    sender=st.sampled_from(ADDRESSES),
+    rcpts=st.lists(st.sampled_from(ADDRESSES), max_size=3),
+    size=st.one_of(st.none(), st.integers(-1, 2000)),
+    body_8bit=st.booleans(),
+    smtputf8=st.booleans(),
+)
+def test_a_transaction_group_is_its_commands_sent_in_turn_or_nothing(
+    where: str,
+    pipelining: bool,
+    body: bytes | None,
+    rset: bool,
+    sender: str,
+    rcpts: list[str],
+    size: int | None,
+    body_8bit: bool,
+    smtputf8: bool,
+) -> None:
+    """send_transaction gives the bytes and the state of send() on each command in turn;
+    where send() would refuse one of them, it refuses and leaves the machine untouched."""
+    mail = Mail(sender, size=size, body_8bit=body_8bit, smtputf8=smtputf8)
+    message = Message(body) if body is not None else None
+    commands: list[Command] = [
+        *([message] if message is not None else []),
+        *([Rset()] if rset else []),
+        mail,
+        *(Rcpt(r) for r in rcpts),
+        Data(),
+    ]
+    one_by_one = reach(where, pipelining)
+    try:
+        expected: bytes | None = b"".join([one_by_one.send(c) for c in commands])
+    except LocalProtocolError:
+        expected = None
+    grouped = reach(where, pipelining)
+    before = state(grouped)
+    if expected is None:
+        with pytest.raises(LocalProtocolError):
+            grouped.send_transaction(mail, [Rcpt(r) for r in rcpts], body=message, rset=rset)
+        assert state(grouped) == before
+    else:
+        got = grouped.send_transaction(mail, [Rcpt(r) for r in rcpts], body=message, rset=rset)
+        assert got == expected
+        assert state(grouped) == state(one_by_one)
+
+
+def test_a_sender_pipelines_one_group_per_message() -> None:
+    proto = ready()
+    first = proto.send_transaction(Mail("s@b.test"), [Rcpt("r@b.test")])
+    assert first == b"MAIL FROM:<s@b.test>\r\nRCPT TO:<r@b.test>\r\nDATA\r\n"
+    proto.receive_data(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert [e.reply.code for e in drain(proto) if isinstance(e, Response)] == [250, 250, 354]
+    second = proto.send_transaction(
+        Mail("s@b.test"), [Rcpt("q@b.test")], body=Message(b"Hi\n.dot\r\n"), rset=False
+    )
+    assert second == (b"Hi\r\n..dot\r\n.\r\nMAIL FROM:<s@b.test>\r\nRCPT TO:<q@b.test>\r\nDATA\r\n")
+    proto.receive_data(b"250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    events = drain(proto)
+    assert [type(e.command).__name__ for e in events if isinstance(e, Response)] == [
+        "Message",
+        "Mail",
+        "Rcpt",
+        "Data",
+    ]
+    assert proto.phase is Phase.BODY

@@ -20,7 +20,6 @@ import ssl
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -203,8 +202,7 @@ class RelayConfig(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SendOutcome:
+class SendOutcome(msgspec.Struct, frozen=True):
     """What the server said about one message.
 
     ``recipients`` pairs every recipient with its RCPT reply (the MAIL reply when RCPT was
@@ -283,8 +281,7 @@ def _recipients(recipients: Sequence[str]) -> tuple[str, ...]:
     return rcpts
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
+class _Prepared(msgspec.Struct, frozen=True):
     """A message checked and ready to go: its MAIL command and normalised content."""
 
     mail: Mail
@@ -627,7 +624,11 @@ class SmtpConnection:
                 rcpts,
                 Reply.of(553, "5.6.7 non-ASCII address but the server lacks SMTPUTF8 (not sent)"),
             )
-        content = proto.normalize(content)  # once: the machine will not scan it again
+        sized = proto.supports("SIZE")
+        if sized or self.chunking:
+            # Once: the machine will not scan it again. (After DATA the content is framed
+            # in one pass anyway: without SIZE nothing needs its length before.)
+            content = proto.normalize(content)
         size = len(content)
         limit = self.ehlo.max_size if self.ehlo is not None else None
         if limit is not None and size > limit:
@@ -641,7 +642,7 @@ class SmtpConnection:
             )
         mail = Mail(
             sender,
-            size=size if proto.supports("SIZE") else None,
+            size=size if sized else None,
             body_8bit=not content.isascii() and proto.supports("8BITMIME"),
             smtputf8=utf8,
         )
@@ -840,23 +841,29 @@ class SmtpConnection:
         try:
             with self._phases():  # one cancel scope for the whole pipeline
                 while (queue or body is not None) and not self._broken:
-                    out: list[bytes] = []
-                    if body is not None:
-                        # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
-                        out.append(proto.send(Message(body[1].content if body[4] else b"")))
+                    # 354 with no valid recipient (RFC 2920 §3.1): send just the dot.
+                    content = (
+                        Message(body[1].content if body[4] else b"") if body is not None else None
+                    )
                     nxt = queue.popleft() if queue else None
                     rset = False
                     if nxt is not None:
-                        out += self._pending_rset()
-                        rset = len(out) > (body is not None)
-                        out.append(proto.send(nxt[1].mail))
-                        out += [proto.send(Rcpt(r)) for r in nxt[1].rcpts]
-                        out.append(proto.send(Data()))
+                        rset = self._rset_pending
+                        self._rset_pending = False
+                        out = proto.send_transaction(
+                            nxt[1].mail,
+                            [Rcpt(r) for r in nxt[1].rcpts],
+                            body=content,
+                            rset=rset,
+                        )
+                    else:
+                        assert content is not None
+                        out = proto.send(content)
                     # A failure before the previous message's reply is charged to it:
                     # this one's content never went, it stays untried.
                     blame = body[0] if body is not None else nxt[0] if nxt else None
                     self._arm("message" if body is not None else "mail", cfg.message_timeout)
-                    await self._stream.send(b"".join(out))
+                    await self._stream.send(out)
                     if body is not None:
                         i, msg, mail_reply, rcpt_replies, deliverable = body
                         self._in_doubt = deliverable

@@ -4,6 +4,10 @@ Client side: :class:`Ehlo` … :class:`Quit` are given to ``ClientProtocol.send`
 machine yields :class:`Greeting`, :class:`Response` (one per command, in the order sent)
 and :class:`ConnectionClosed`.
 
+The client's commands and events are frozen msgspec Structs: a pipelining sender makes
+several per message, and a Struct is built about five times faster than a frozen
+dataclass.
+
 Server side: ``ServerProtocol.next_event`` yields :class:`Hello`, :class:`MailFrom`,
 :class:`RcptTo`, :class:`DataStart`, :class:`ChunkReceived`, :class:`MessageReceived`, …
 each to be answered with exactly one reply.
@@ -16,44 +20,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
+import msgspec
+
 from .reply import Reply
 
 # -- client commands -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ehlo:
+class Ehlo(msgspec.Struct, frozen=True):
     hostname: str
 
 
-@dataclass(frozen=True, slots=True)
-class Helo:
+class Helo(msgspec.Struct, frozen=True):
     hostname: str
 
 
-@dataclass(frozen=True, slots=True)
-class StartTls:
+class StartTls(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class AuthPlain:
+class AuthPlain(msgspec.Struct, frozen=True):
     """``AUTH PLAIN`` with an initial response (RFC 4616)."""
 
     username: str
-    password: str = field(repr=False)
+    password: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(username={self.username!r}, password=...)"
 
 
-@dataclass(frozen=True, slots=True)
-class AuthLogin:
+class AuthLogin(msgspec.Struct, frozen=True):
     """``AUTH LOGIN``: the machine answers the two 334 challenges itself."""
 
     username: str
-    password: str = field(repr=False)
+    password: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(username={self.username!r}, password=...)"
 
 
-@dataclass(frozen=True, slots=True)
-class Mail:
+class Mail(msgspec.Struct, frozen=True):
     """``MAIL FROM``; ``sender=""`` is the null reverse-path ``<>``."""
 
     sender: str
@@ -62,29 +68,28 @@ class Mail:
     smtputf8: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Rcpt:
+class Rcpt(msgspec.Struct, frozen=True):
     recipient: str
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
+class Data(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """The message content after a 354 reply to DATA.
 
     The machine normalises every bare CR and bare LF to CRLF, ensures a final CRLF,
     dot-stuffs and appends the ``.`` line.
     """
 
-    content: bytes = field(repr=False)
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"Message(<{len(self.content)} bytes>)"
 
 
-@dataclass(frozen=True, slots=True)
-class Bdat:
+class Bdat(msgspec.Struct, frozen=True):
     """``BDAT <size> [LAST]`` and the chunk (RFC 3030 CHUNKING), in place of DATA.
 
     ``last=True`` ends the message (a one-chunk message is ``Bdat(content)``). The machine
@@ -94,22 +99,22 @@ class Bdat:
     the command line is the length after that normalisation.
     """
 
-    chunk: bytes = field(repr=False)
+    chunk: bytes
     last: bool = True
 
+    def __repr__(self) -> str:
+        return f"Bdat(<{len(self.chunk)} bytes>, last={self.last})"
 
-@dataclass(frozen=True, slots=True)
-class Rset:
+
+class Rset(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Noop:
+class Noop(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Quit:
+class Quit(msgspec.Struct, frozen=True):
     pass
 
 
@@ -132,23 +137,20 @@ Command: TypeAlias = (
 # -- client events ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Greeting:
+class Greeting(msgspec.Struct, frozen=True):
     """The server's opening reply (220, or 554/421 when it will not serve us)."""
 
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(msgspec.Struct, frozen=True):
     """The reply to ``command``."""
 
     command: Command
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(msgspec.Struct, frozen=True):
     """The peer closed the connection (EOF)."""
 
 

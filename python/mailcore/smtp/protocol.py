@@ -27,6 +27,7 @@ import base64
 import enum
 import re
 from collections import deque
+from collections.abc import Sequence
 
 from .. import _engine
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -216,6 +217,8 @@ class Phase(enum.Enum):
 # The message content (after 354) and BDAT may be followed by the next transaction's MAIL
 # (RFC 2920 §3.1, RFC 3030 §4.2): that is pipelining across messages.
 _PIPELINABLE = (Mail, Rcpt, Rset, Message, Bdat)
+_RSET = Rset()
+_DATA = Data()
 _MAX_CLEAN = 1024
 
 
@@ -368,7 +371,19 @@ class ClientProtocol:
             self._reader.clear()
             return Response(command, reply)
         ok = reply.is_positive_completion
-        match command:
+        match command:  # the commands of a mail transaction first: they are most replies
+            case Rcpt() | Message() | Rset():
+                pass
+            case Mail():
+                if not ok:
+                    self._txn_failed = True
+            case Data():
+                self._phase = Phase.BODY if reply.code == 354 else Phase.READY
+            case Bdat():
+                # A refused chunk fails the transaction; the server's state is then
+                # undefined until RSET (RFC 3030 §2), unless the client already moved on.
+                if not ok and not any(isinstance(c, Mail | Rset) for c in self._outstanding):
+                    self._need_rset = True
             case Ehlo() | Helo():
                 if ok:
                     self.extended = isinstance(command, Ehlo)
@@ -388,16 +403,6 @@ class ClientProtocol:
             case AuthPlain() | AuthLogin():
                 if reply.code == 235:
                     self.authenticated = True
-            case Mail():
-                if not ok:
-                    self._txn_failed = True
-            case Data():
-                self._phase = Phase.BODY if reply.code == 354 else Phase.READY
-            case Bdat():
-                # A refused chunk fails the transaction; the server's state is then
-                # undefined until RSET (RFC 3030 §2), unless the client already moved on.
-                if not ok and not any(isinstance(c, Mail | Rset) for c in self._outstanding):
-                    self._need_rset = True
             case Quit():
                 self._phase = Phase.CLOSING
             case _:
@@ -428,6 +433,75 @@ class ClientProtocol:
         self._advance(command)
         self._outstanding.append(command)
         return data
+
+    def send_transaction(
+        self,
+        mail: Mail,
+        rcpts: Sequence[Rcpt],
+        *,
+        body: Message | None = None,
+        rset: bool = False,
+    ) -> bytes:
+        """One pipelined group, the bytes of ``body`` (the content of the transaction whose
+        DATA got its 354), RSET when ``rset``, then ``mail``, ``rcpts`` and DATA: what
+        :meth:`send` gives for each in turn, in one call (RFC 2920 §3.1: DATA ends the
+        group). A sender pipelining across messages writes one such group per message.
+
+        Every command is checked before any is taken: a :class:`LocalProtocolError`
+        leaves the machine as it was.
+        """
+        if self._error is not None:
+            raise LocalProtocolError(f"the connection is unusable after: {self._error}")
+        commands: list[Command] = []
+        if body is not None:
+            commands.append(body)
+        if rset:
+            commands.append(_RSET)
+        commands.append(mail)
+        commands += rcpts
+        commands.append(_DATA)
+        outstanding = self._outstanding
+        if not (
+            rcpts
+            and self._phase is (Phase.BODY if body is not None else Phase.READY)
+            and not self._need_rset
+            and self.pipelining
+            and (not outstanding or isinstance(outstanding[-1], _PIPELINABLE))
+        ):
+            # Not the plain case: the state table decides command by command, on a copy,
+            # so that a refusal changes nothing.
+            trial = self._copy()
+            for command in commands:
+                trial.send(command)
+            return b"".join([self.send(command) for command in commands])
+        # Ready (after the body: ready again), pipelining on, nothing refused to reset:
+        # the table allows body, RSET, MAIL, RCPT… and DATA; what is left to check is the
+        # commands themselves.
+        utf8 = mail.smtputf8
+        out = [self._encode(mail)]
+        for rcpt in rcpts:
+            check_address(rcpt.recipient, utf8=utf8)
+            out.append(f"RCPT TO:<{rcpt.recipient}>\r\n".encode())
+        out.append(b"DATA\r\n")
+        if rset:
+            out.insert(0, b"RSET\r\n")
+            self._chunk_cr, self._chunk_crlf = False, True
+        if body is not None:
+            out.insert(0, encode_message(body.content))
+            self._sent(body.content)
+        self._phase = Phase.DATA
+        self._txn_failed = False
+        self._txn_utf8 = utf8
+        outstanding += commands
+        return b"".join(out)
+
+    def _copy(self) -> ClientProtocol:
+        """A machine in this one's state for trying commands on (no reader, no events)."""
+        trial = ClientProtocol()
+        trial.__dict__.update(self.__dict__)
+        trial._outstanding = deque(self._outstanding)
+        trial._clean = dict(self._clean)
+        return trial
 
     def _refuse(self, command: Command, why: str) -> LocalProtocolError:
         name = type(command).__name__
