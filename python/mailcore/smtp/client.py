@@ -884,12 +884,15 @@ class SmtpConnection:
                     if rset:
                         await self._reply("rset", cfg.mail_timeout)
                     mail_reply = await self._reply("mail", cfg.mail_timeout)
-                    rcpt_replies = [await self._reply("rcpt", cfg.rcpt_timeout) for _ in msg.rcpts]
+                    rcpt_replies = []
+                    deliverable = False
+                    for _ in msg.rcpts:  # (a plain loop: an async comprehension costs more)
+                        reply = await self._reply("rcpt", cfg.rcpt_timeout)
+                        rcpt_replies.append(reply)
+                        deliverable = deliverable or reply.is_positive_completion
                     data_reply = await self._reply("data", cfg.data_timeout)
                     if data_reply.code == 354:
-                        deliverable = mail_reply.is_positive_completion and any(
-                            r.is_positive_completion for r in rcpt_replies
-                        )
+                        deliverable = deliverable and mail_reply.is_positive_completion
                         body = (i, msg, mail_reply, rcpt_replies, deliverable)
                     else:
                         results[i] = SendOutcome(
