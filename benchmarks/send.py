@@ -82,6 +82,7 @@ from mailcore.errors import ValidationError
 from mailcore.facade import Mailcore
 from mailcore.ids import utcnow
 from mailcore.models import CampaignCreate
+from mailcore.node import tune_sender_process
 from mailcore.sending.render import BatchRenderer
 from mailcore.store import RecipientWork, store_from_url
 from mailcore.tokens import TokenSigner
@@ -462,6 +463,7 @@ def sender_main(argv: Sequence[str]) -> int:
         smtp_connections=args.connections,
         **overrides,
     )
+    tune_sender_process()  # as `mailcore serve` does in a process with the sender role
     report = trio.run(_sender, settings, args.profile, args.profile_clock, args.profile_title)
     print(json.dumps(report), flush=True)
     return 0

