@@ -332,7 +332,7 @@ class _Worker:
         tally = self.tally
         await start.wait()
         try:
-            while n := tally.take(self.depth):
+            while tally.budget > 0 and time.perf_counter() < tally.deadline:
                 if self.conn is not None and not self.conn.usable:  # it broke: reopen
                     tally.reconnects += 1
                     await self._drop()
@@ -340,13 +340,17 @@ class _Worker:
                 elif self.conn is None and self.connect_error is None:
                     await self.connect()  # the last attempt failed: try again
                 if self.conn is None:
+                    # A failed attempt costs one message of the budget (the messages are
+                    # taken once there is a connection to send them on).
+                    if not tally.take(1):
+                        break
                     tally.error(f"connect: {self.connect_error}")
-                    # One failed attempt costs one message of the budget; the rest go back.
-                    tally.budget += n - 1
-                    tally.attempted -= n - 1
                     self.connect_error = None
                     await anyio.sleep(CONNECT_BACKOFF)
                     continue
+                n = tally.take(self.depth)
+                if not n:
+                    break
                 if n == 1:
                     await self._send(self.conn)
                 else:

@@ -8,6 +8,7 @@ explicit ``--to``.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -332,3 +333,25 @@ def test_command_needs_to_for_a_relay_off_loopback() -> None:
     assert "--to" in r.stderr and "nothing was sent" in r.stderr
     r = mailcore("bench", "smtp", "--url", "smtp://127.0.0.1:25", "--messages", "1", "--tls", "x")
     assert r.returncode == 2 and "--tls must be one of" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_a_relay_that_refuses_connections_costs_one_message_per_attempt() -> None:
+    """Each failed connection attempt is one failed message, whatever the depth; the run
+    still ends when the budget is spent."""
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = BenchOptions(
+        url=f"smtp://127.0.0.1:{port}",
+        connections=(2,),
+        size=1_000,
+        messages=5,
+        pipeline_depth=16,
+    )
+    with anyio.fail_after(30):
+        report = await run_bench(options)
+    (s,) = report.settings
+    assert s.attempted == s.failed == 5 and s.delivered == 0
+    assert sum(s.errors_by_code.values()) == 5
+    assert all(key.startswith("connect") for key in s.errors_by_code)
