@@ -173,6 +173,20 @@ _PICK_QUEUED = (
 _INDEX_SCANS_ONLY = "SET LOCAL enable_seqscan = off"
 
 
+def _has_open(conn: Conn, campaign_id: str) -> bool:
+    """Whether any recipient of the campaign is still open (queued, deferred, sending):
+    one probe per state, each an index condition (a LIMIT 1 over the three may be planned
+    as a scan through every delivered row). Needs _INDEX_SCANS_ONLY in the transaction."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = %s AND state = "
+        "'queued') OR EXISTS (SELECT 1 FROM recipients WHERE campaign_id = %s AND "
+        "state = 'deferred') OR EXISTS (SELECT 1 FROM recipients WHERE campaign_id = "
+        "%s AND state = 'sending')",
+        (campaign_id, campaign_id, campaign_id),
+    ).fetchone()
+    return row is not None and bool(row[0])
+
+
 class _JsonbAsBytes(Loader):
     """JSONB comes back as its JSON text (bytes), decoded by msgspec into our own types
     (or handed as is to the audience index), instead of psycopg's generic json.loads."""
@@ -1503,6 +1517,19 @@ class PostgresStore(Store):
 
     async def finish_send_if_done(self, campaign_id: str, now: str) -> SendRow | None:
         def tx(conn: Conn) -> SendRow | None:
+            # Called after every commit of results, nearly always while recipients are
+            # still open: found so without a lock, the answer needs none. (Locking first
+            # queued every recorder behind the claims, which hold the row FOR SHARE.) A
+            # recorder whose results closed the last recipients committed them before
+            # calling, so the last one to commit sees none open.
+            conn.execute(_INDEX_SCANS_ONLY)
+            status = conn.execute(
+                "SELECT status FROM sends WHERE campaign_id = %s", (campaign_id,)
+            ).fetchone()
+            if status is None or status[0] not in ("sending", "cancelling"):
+                return None
+            if status[0] == "sending" and _has_open(conn, campaign_id):
+                return None
             # The send's row lock makes this happen once: a node that saw the same send
             # finish waits here, then finds it no longer sending or cancelling.
             r = conn.execute(
@@ -1520,17 +1547,7 @@ class PostgresStore(Store):
                     "WHERE campaign_id = %s AND state IN ('queued', 'deferred')",
                     (now, campaign_id),
                 )
-            # One probe per open state, each an index condition (a LIMIT 1 over the three
-            # may be planned as a scan through every delivered row).
-            conn.execute(_INDEX_SCANS_ONLY)
-            open_row = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = %s AND state = "
-                "'queued') OR EXISTS (SELECT 1 FROM recipients WHERE campaign_id = %s AND "
-                "state = 'deferred') OR EXISTS (SELECT 1 FROM recipients WHERE campaign_id = "
-                "%s AND state = 'sending')",
-                (campaign_id, campaign_id, campaign_id),
-            ).fetchone()
-            if open_row is not None and open_row[0]:
+            if _has_open(conn, campaign_id):
                 return None
             counts: dict[str, int] = dict(
                 conn.execute(
