@@ -7,6 +7,7 @@ exactly N holds: exactly N succeed."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -105,7 +106,8 @@ async def test_claims_stop_at_the_batch_whatever_the_statistics(
     """Statistics analysed while a campaign was nearly sent, then its recipients queued
     again (as the next big campaign's are). A single ordered query over every open state
     was then planned as a scan of every queued row plus a sort, per claim; each of the
-    claim's picks is an index condition instead, with no sort and no sequential scan."""
+    claim's picks is an index condition instead, with no sort and no sequential scan, and
+    the update of the picked rows a TID scan."""
     if store_kind != "postgres":
         pytest.skip("a PostgreSQL planner question")
     from mailcore.store import postgres as pg
@@ -140,10 +142,53 @@ async def test_claims_stop_at_the_batch_whatever_the_statistics(
                 (pg._PICK_QUEUED, (campaign_id, 500)),
             )
         ]
+        # The claim itself updates the picked rows by address (a TID scan): by
+        # "contact_seq = ANY(…)", a campaign newer than the statistics was a walk of every
+        # one of its recipients, per claim.
+        tids = [r[0] for r in conn.execute(pg._PICK_QUEUED.encode(), (campaign_id, 500))]
+        by_seq = json.dumps(
+            conn.execute(
+                b"EXPLAIN (FORMAT JSON) UPDATE recipients r SET state = 'sending' "
+                b"WHERE r.campaign_id = %s AND r.contact_seq = ANY(%s)",
+                ("cmp_new_since_the_statistics", list(range(1, 501))),
+            ).fetchone()
+        )
+        # Results go back by primary key, not through every recipient in flight.
+        n = 500
+        record = json.dumps(
+            conn.execute(
+                f"EXPLAIN (FORMAT JSON) {pg._RECORD}".encode(),
+                (
+                    "2026-11-30T00:00:00Z",
+                    ["cmp_new_since_the_statistics"] * n,
+                    list(range(1, n + 1)),
+                    ["delivered"] * n,
+                    ["250 ok"] * n,
+                    [None] * n,
+                    [1] * n,
+                    [NOW] * n,
+                ),
+            ).fetchone()
+        )
+        conn.execute(pg._TIDS_ONLY.encode())
+        claim = json.dumps(
+            conn.execute(
+                f"EXPLAIN (FORMAT JSON) {pg._CLAIM}".encode(),
+                (NOW, "n", tids, "cmp_new_since_the_statistics"),
+            ).fetchone()
+        )
+        conn.rollback()
     assert '"Node Type": "Sort"' in first_design  # the hazard is real on this server
     for plan in plans:
         assert '"Node Type": "Sort"' not in plan and '"Seq Scan"' not in plan, plan
         assert '"Index Cond"' in plan and "state = " in plan.split('"Index Cond"')[1][:200]
+    assert len(tids) == 500
+    assert '"Tid Scan"' in claim and '"Index Scan"' not in claim, claim
+    assert '"recipients_pkey"' in record and '"recipients_state"' not in record, record
+    # ... as it still is for a campaign the statistics have not seen (any new one):
+    walk = re.search(r'"Index Cond": "([^"]*)"', by_seq)
+    assert walk is not None and "contact_seq" not in walk[1], by_seq
+    assert '"recipients_state"' in by_seq, by_seq
     async with Mailcore.open(settings) as mc:
         work = await mc.store.claim_recipients(campaign_id, 500, NOW, NOW + 60, "n")
         assert len(work) == 500

@@ -483,3 +483,17 @@ CREATE INDEX contacts_audience ON contacts (account_id, seq) INCLUDE (status, ta
 DROP INDEX contacts_account_seq
 """
 )
+
+
+# 10. PostgreSQL drops the partial index recipients_open (migration 8). Claims no longer
+# walk it, and with it the planner had one more way to misjudge a campaign newer than the
+# statistics (estimated at one row): the pick of due retries and the recording of
+# results were planned as walks of every open recipient of the campaign through it,
+# filtered, instead of index conditions on recipients_state. SQLite never had it: the
+# number is kept in step with nothing to do.
+SQLITE_MIGRATIONS.append("")
+POSTGRES_MIGRATIONS.append(
+    """
+DROP INDEX IF EXISTS recipients_open
+"""
+)
