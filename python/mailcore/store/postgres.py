@@ -105,6 +105,7 @@ from .base import (
     UpsertOutcome,
     WalletRow,
 )
+from .rows import claimed_work, decode_fields
 from .schema import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
@@ -114,7 +115,6 @@ log = logging.getLogger("mailcore.store.postgres")
 
 _encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(list[str]).decode
-_decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
 # Any constant works: every node migrating at once queues on this advisory lock.
 _MIGRATION_LOCK = 0x6D61696C636F7265  # "mailcore"
@@ -182,7 +182,6 @@ _CLAIM = (
 # scan that "stops early"; a new campaign's rows are at the end of the table, so it
 # would read the whole table. Index scans only, in these transactions.
 _INDEX_SCANS_ONLY = "SET LOCAL enable_seqscan = off"
-_NO_CONTACT: tuple[None, None, None, None, None] = (None, None, None, None, None)
 # The results of a group, one primary-key lookup per result. "IS TRUE" keeps the state out
 # of the index search: as an index condition it got this planned, for a campaign newer
 # than the statistics, as a walk of recipients_state through every recipient in flight,
@@ -236,7 +235,7 @@ def _contact(r: Sequence[Any]) -> ContactRow:
         first_name=r[4],
         last_name=r[5],
         tags=_decode_tags(r[6]),
-        custom_fields=_decode_fields(r[7]),
+        custom_fields=decode_fields(r[7]),
         status=r[8],
         created_at=r[9],
         updated_at=r[10],
@@ -1431,23 +1430,7 @@ class PostgresStore(Store):
                     ([r[0] for r in claimed],),
                 )
             }
-            work = []
-            for seq, attempts, first_attempt_at in sorted(claimed):
-                # A contact deleted since the plan: no address (recorded as suppressed).
-                email, first, last, fields, status = contacts.get(seq, _NO_CONTACT)
-                work.append(
-                    RecipientWork(
-                        contact_seq=seq,
-                        attempts=attempts,
-                        email=email,
-                        first_name=first,
-                        last_name=last,
-                        custom_fields=_decode_fields(fields) if fields is not None else {},
-                        contact_status=status,
-                        first_attempt_at=first_attempt_at,
-                    )
-                )
-            return work
+            return claimed_work(claimed, contacts)
 
         return await self._tx(tx)
 

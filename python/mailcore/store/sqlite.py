@@ -57,13 +57,13 @@ from .base import (
     UpsertOutcome,
     WalletRow,
 )
+from .rows import claimed_work, decode_fields
 from .schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(list[str]).decode
-_decode_fields = msgspec.json.Decoder(dict[str, str | int | float | bool]).decode
 
 # The audience reads: each chunk of rows as one row of packed columns (see PackedRows; the
 # status mapped to its code in SQL): no Python object per contact.
@@ -90,6 +90,37 @@ _CAMPAIGN_COLUMNS = (
 )
 # SQLite's limit on host parameters is 32766 from 3.32; stay well below it.
 _IN_CHUNK = 500
+# A claim: due retries, expired leases, then queued recipients, each picked through an
+# index condition on recipients_state (campaign_id, state, next_attempt_at) and leased in
+# the same statement. (One pick ordered by contact_seq over the three walked the primary
+# key from the campaign's first recipient, through every one already sent, per claim.)
+_CLAIM = (
+    "UPDATE recipients SET state = 'sending', lease_until = ?, lease_owner = ? "
+    "WHERE campaign_id = ? AND contact_seq IN (SELECT contact_seq FROM ("
+    "SELECT contact_seq FROM recipients INDEXED BY recipients_state WHERE campaign_id = ? "
+    "AND state = 'deferred' "
+    "AND next_attempt_at <= ? "
+    "UNION ALL SELECT contact_seq FROM recipients INDEXED BY recipients_state "
+    "WHERE campaign_id = ? AND state = 'sending' "
+    "AND lease_until < ? "
+    "UNION ALL SELECT contact_seq FROM recipients INDEXED BY recipients_state "
+    "WHERE campaign_id = ? AND state = 'queued'"
+    ") LIMIT ?) "
+    "RETURNING contact_seq, attempts, first_attempt_at"
+)
+# A group of results: [campaign_id, contact_seq, state, reply, next_attempt_at, attempted,
+# attempted_at] per result, as a JSON array; only rows still leased ('sending') change.
+_RECORD = (
+    "UPDATE recipients AS r SET state = u.state, reply = u.reply, "
+    "next_attempt_at = u.next_attempt_at, attempts = r.attempts + u.attempted, "
+    "lease_until = NULL, updated_at = ?, "
+    "first_attempt_at = coalesce(r.first_attempt_at, u.attempted_at) "
+    "FROM (SELECT value ->> 0 AS campaign_id, value ->> 1 AS contact_seq, "
+    "value ->> 2 AS state, value ->> 3 AS reply, value ->> 4 AS next_attempt_at, "
+    "value ->> 5 AS attempted, value ->> 6 AS attempted_at FROM json_each(?)) AS u "
+    "WHERE r.campaign_id = u.campaign_id AND r.contact_seq = u.contact_seq "
+    "AND r.state = 'sending'"
+)
 
 
 def _contact(r: sqlite3.Row | tuple[Any, ...]) -> ContactRow:
@@ -101,7 +132,7 @@ def _contact(r: sqlite3.Row | tuple[Any, ...]) -> ContactRow:
         first_name=r[4],
         last_name=r[5],
         tags=_decode_tags(r[6]),
-        custom_fields=_decode_fields(r[7]),
+        custom_fields=decode_fields(r[7]),
         status=r[8],
         created_at=r[9],
         updated_at=r[10],
@@ -1242,68 +1273,57 @@ class SqliteStore(Store):
             ).fetchone()
             if status is None or status[0] != "sending":
                 return []
-            seqs = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT contact_seq FROM recipients WHERE campaign_id = ? AND ("
-                    "state = 'queued' OR (state = 'deferred' AND next_attempt_at <= ?) "
-                    "OR (state = 'sending' AND lease_until < ?)) ORDER BY contact_seq LIMIT ?",
-                    (campaign_id, now, now, limit),
-                )
-            ]
-            if not seqs:
+            # One statement: the rows picked, leased and returned (SQLite runs the whole
+            # UPDATE at the first step); no statement per recipient.
+            claimed = conn.execute(
+                _CLAIM,
+                (
+                    lease_until,
+                    owner or None,
+                    campaign_id,
+                    campaign_id,
+                    now,
+                    campaign_id,
+                    now,
+                    campaign_id,
+                    limit,
+                ),
+            ).fetchall()
+            if not claimed:
                 return []
-            conn.executemany(
-                "UPDATE recipients SET state = 'sending', lease_until = ?, lease_owner = ? "
-                "WHERE campaign_id = ? AND contact_seq = ?",
-                ((lease_until, owner or None, campaign_id, seq) for seq in seqs),
-            )
-            work: list[RecipientWork] = []
-            for i in range(0, len(seqs), _IN_CHUNK):
-                chunk = seqs[i : i + _IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
+            contacts = {
+                r[0]: r[1:]
                 for r in conn.execute(
-                    "SELECT r.contact_seq, r.attempts, c.email, c.first_name, c.last_name, "
-                    "c.custom_fields, c.status, r.first_attempt_at FROM recipients r "
-                    "LEFT JOIN contacts c ON c.seq = r.contact_seq "
-                    f"WHERE r.campaign_id = ? AND r.contact_seq IN ({marks})",
-                    (campaign_id, *chunk),
-                ):
-                    work.append(
-                        RecipientWork(
-                            contact_seq=r[0],
-                            attempts=r[1],
-                            email=r[2],
-                            first_name=r[3],
-                            last_name=r[4],
-                            custom_fields=_decode_fields(r[5]) if r[5] is not None else {},
-                            contact_status=r[6],
-                            first_attempt_at=r[7],
-                        )
-                    )
-            return work
+                    "SELECT seq, email, first_name, last_name, custom_fields, status "
+                    "FROM contacts WHERE seq IN (SELECT value FROM json_each(?))",
+                    (_encode([r[0] for r in claimed]),),
+                )
+            }
+            return claimed_work(claimed, contacts)
 
         return await self._write(tx)
 
     async def record_results(self, results: Sequence[RecipientResult], now: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE recipients SET state = ?, reply = ?, next_attempt_at = ?, "
-                "attempts = attempts + ?, lease_until = NULL, updated_at = ?, "
-                "first_attempt_at = coalesce(first_attempt_at, ?) "
-                "WHERE campaign_id = ? AND contact_seq = ? AND state = 'sending'",
+            # One statement for the group, its rows handed over as one JSON array.
+            conn.execute(
+                _RECORD,
                 (
-                    (
-                        r.state,
-                        r.reply,
-                        r.next_attempt_at,
-                        1 if r.attempted else 0,
-                        now,
-                        r.attempted_at if r.attempted else None,
-                        r.campaign_id,
-                        r.contact_seq,
-                    )
-                    for r in results
+                    now,
+                    _encode(
+                        [
+                            (
+                                r.campaign_id,
+                                r.contact_seq,
+                                r.state,
+                                r.reply,
+                                r.next_attempt_at,
+                                1 if r.attempted else 0,
+                                r.attempted_at if r.attempted else None,
+                            )
+                            for r in results
+                        ]
+                    ),
                 ),
             )
             _emit_email_events(conn, results, now)
