@@ -577,19 +577,7 @@ class ClientProtocol:
 
     def _encode(self, command: Command) -> bytes:
         match command:
-            case Ehlo(hostname) | Helo(hostname):
-                _check_hostname(hostname)
-                verb = "EHLO" if isinstance(command, Ehlo) else "HELO"
-                return f"{verb} {hostname}\r\n".encode()
-            case StartTls():
-                return b"STARTTLS\r\n"
-            case AuthPlain(username, password):
-                for part in (username, password):
-                    if "\0" in part:
-                        raise LocalProtocolError("NUL in AUTH PLAIN credentials")
-                return b"AUTH PLAIN " + _b64(f"\0{username}\0{password}") + b"\r\n"
-            case AuthLogin():
-                return b"AUTH LOGIN\r\n"
+            # The commands of a mail transaction first: most commands are.
             case Mail(sender, size, body_8bit, smtputf8):
                 check_address(sender, allow_empty=True, utf8=smtputf8)
                 line = f"MAIL FROM:<{sender}>"
@@ -619,6 +607,19 @@ class ClientProtocol:
                 payload = self._chunk_payload(chunk, last)
                 head = f"BDAT {len(payload)} LAST\r\n" if last else f"BDAT {len(payload)}\r\n"
                 return b"".join((head.encode(), payload))
+            case Ehlo(hostname) | Helo(hostname):
+                _check_hostname(hostname)
+                verb = "EHLO" if isinstance(command, Ehlo) else "HELO"
+                return f"{verb} {hostname}\r\n".encode()
+            case StartTls():
+                return b"STARTTLS\r\n"
+            case AuthPlain(username, password):
+                for part in (username, password):
+                    if "\0" in part:
+                        raise LocalProtocolError("NUL in AUTH PLAIN credentials")
+                return b"AUTH PLAIN " + _b64(f"\0{username}\0{password}") + b"\r\n"
+            case AuthLogin():
+                return b"AUTH LOGIN\r\n"
             case Rset():
                 return b"RSET\r\n"
             case Noop():
