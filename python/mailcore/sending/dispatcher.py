@@ -460,9 +460,10 @@ class Dispatcher:
                 if dest.workers > dest.limit.current_connections:
                     dest.give_back([msg])  # throttled: fewer connections from now on
                     return
-                wait = msg.not_before - anyio.current_time()
-                if wait > 0:
-                    await anyio.sleep(wait)
+                if msg.not_before:  # a rate slot was booked for it (else it is due now)
+                    wait = msg.not_before - anyio.current_time()
+                    if wait > 0:
+                        await anyio.sleep(wait)
                 if conn is not None and (
                     not conn.usable or sent_on_conn >= dest.messages_per_connection
                 ):
