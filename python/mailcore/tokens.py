@@ -7,24 +7,55 @@ numbers, never an address, and cannot be altered without the secret.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from . import varint
 
 UNSUBSCRIBE = b"u"
 TRACKING = b"t"
 _MAC_BYTES = 16
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
+    """HMAC-SHA256 under ``key`` (RFC 2104), with the keyed inner and outer hash states
+    computed once: a MAC is then two hash-state copies, about a third of what
+    ``hmac.new`` or ``hmac.digest`` (an OpenSSL context per call) cost per message."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(64, b"\0")
+    inner = hashlib.sha256(block.translate(_IPAD))
+    outer = hashlib.sha256(block.translate(_OPAD))
+
+    def mac(message: bytes) -> bytes:
+        h = inner.copy()
+        h.update(message)
+        o = outer.copy()
+        o.update(h.digest())
+        return o.digest()
+
+    return mac
 
 
 class TokenSigner:
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"mailcore-links:" + secret.encode()).digest()
+        self._mac = hmac_sha256(self._key)
 
     def sign(self, kind: bytes, *numbers: int) -> str:
-        payload = kind + b"".join(varint.encode(n) for n in numbers)
-        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+        return self.sign_payload(kind + b"".join(map(varint.encode, numbers)))
+
+    def sign_payload(self, payload: bytes) -> str:
+        """The token of a payload already encoded (``kind ‖ varints``): lets a caller that
+        signs many tokens with the same leading numbers encode those once."""
+        mac = self._mac(payload)[:_MAC_BYTES]
+        encoded = binascii.b2a_base64(payload + mac, newline=False).translate(_URLSAFE)
+        return encoded.rstrip(b"=").decode()
 
     def verify(self, kind: bytes, token: str, count: int) -> tuple[int, ...] | None:
         """The numbers in a valid token of ``kind``, or None for anything forged or altered."""
@@ -37,7 +68,7 @@ class TokenSigner:
         if len(raw) <= _MAC_BYTES + len(kind):
             return None
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        expected = self._mac(payload)[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected) or not payload.startswith(kind):
             return None
         numbers = varint.decode_all(payload[len(kind) :])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 
 def encode(n: int) -> bytes:
+    if 0 <= n < 0x4000:  # the common sizes in one step (one or two bytes)
+        return bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while True:
         byte = n & 0x7F

@@ -16,8 +16,10 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 
 from .. import varint
+from ..tokens import hmac_sha256
 
 _MAC_BYTES = 10
 _MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
@@ -39,10 +41,10 @@ class VerpCodec:
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("VERP secret must not be empty")
-        self._key = hashlib.sha256(b"mailcore-verp:" + secret).digest()
+        self._key = hmac_sha256(hashlib.sha256(b"mailcore-verp:" + secret).digest())
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        return self._key(payload)[:_MAC_BYTES]
 
     def token(self, campaign_seq: int, contact_seq: int) -> str:
         if campaign_seq < 0 or contact_seq < 0:
@@ -53,14 +55,34 @@ class VerpCodec:
     def encode(self, local: str, domain: str, campaign_seq: int, contact_seq: int) -> str:
         """``{local}+{token}@{domain}``; ValueError when ``local`` is not a dot-atom,
         ``domain`` is not a host name, or local part + token exceed 64 characters."""
+        return self.encoder(local, domain, campaign_seq)(contact_seq)
+
+    def encoder(self, local: str, domain: str, campaign_seq: int) -> Callable[[int], str]:
+        """:meth:`encode` with the local part, domain and campaign fixed: those are checked
+        and encoded once, the returned function signs a contact's return path."""
         if not _ATEXT.match(local):
             raise ValueError(f"not a dot-atom local part: {local!r}")
         if not _DOMAIN.match(domain):
             raise ValueError(f"not a domain: {domain!r}")
-        tagged = f"{local}+{self.token(campaign_seq, contact_seq)}"
-        if len(tagged) > _MAX_LOCAL_PART:
-            raise ValueError(f"VERP local part {tagged!r} is longer than 64 characters")
-        return f"{tagged}@{domain}"
+        if campaign_seq < 0:
+            raise ValueError("sequence numbers must be non-negative")
+        prefix = varint.encode(campaign_seq)
+        mac = self._key
+        b32encode = base64.b32encode
+        head = f"{local}+"
+        tail = f"@{domain}"
+
+        def encode(contact_seq: int) -> str:
+            if contact_seq < 0:
+                raise ValueError("sequence numbers must be non-negative")
+            payload = prefix + varint.encode(contact_seq)
+            raw = payload + mac(payload)[:_MAC_BYTES]
+            tagged = head + b32encode(raw).decode("ascii").rstrip("=").lower()
+            if len(tagged) > _MAX_LOCAL_PART:
+                raise ValueError(f"VERP local part {tagged!r} is longer than 64 characters")
+            return tagged + tail
+
+        return encode
 
     def decode(self, address: str) -> tuple[int, int] | None:
         """``(campaign_seq, contact_seq)`` from a return path this codec signed; None for

@@ -15,7 +15,6 @@ further away than ``throttle_max_wait_seconds`` goes back to the database, defer
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ from ..smtp import (
     SmtpError,
     SmtpUntried,
 )
-from ..store import RecipientResult, SendRow
+from ..store import RecipientResult, RecipientWork, SendRow
 from ..tokens import TokenSigner
 from .direct import DirectDelivery
 from .render import BatchRenderer
@@ -96,7 +95,9 @@ class Dispatcher:
         self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
         self.activity = SenderActivity(in_flight_now=lambda: self.window.used)
-        self._results: MemoryObjectSendStream[RecipientResult] | None = None
+        # Results go to the recorder a list at a time (a connection's pipelined batch, or
+        # one handed-back message): one stream item per batch rather than per message.
+        self._results: MemoryObjectSendStream[list[RecipientResult]] | None = None
         self._tg: TaskGroup | None = None
         self._direct: DirectDelivery | None = None
         if self.router.direct:
@@ -120,7 +121,7 @@ class Dispatcher:
         if released:
             log.info("resuming: %d recipients were in flight when a sender stopped", released)
         self.mc.node.sender = self.activity
-        res_tx, res_rx = anyio.create_memory_object_stream[RecipientResult](
+        res_tx, res_rx = anyio.create_memory_object_stream[list[RecipientResult]](
             self.settings.result_group_size
         )
         self.mc.add_send_listener(self.wake)
@@ -193,18 +194,25 @@ class Dispatcher:
                 self._finished(done)
             return False
         renderer = await self._renderer(send)
-        sendable = [w for w in work if w.email is not None and w.contact_status == "subscribed"]
-        suppressed = [
-            RecipientResult(
-                campaign_id=send.campaign_id,
-                contact_seq=w.contact_seq,
-                state="suppressed",
-                reply="contact deleted" if w.email is None else f"contact is {w.contact_status}",
-                attempted=False,
-            )
-            for w in work
-            if w not in sendable
-        ]
+        sendable: list[RecipientWork] = []
+        suppressed: list[RecipientResult] = []
+        for w in work:
+            if w.email is not None and w.contact_status == "subscribed":
+                sendable.append(w)
+            else:
+                suppressed.append(
+                    RecipientResult(
+                        campaign_id=send.campaign_id,
+                        contact_seq=w.contact_seq,
+                        state="suppressed",
+                        reply=(
+                            "contact deleted"
+                            if w.email is None
+                            else f"contact is {w.contact_status}"
+                        ),
+                        attempted=False,
+                    )
+                )
         if suppressed:
             await store.record_results(suppressed, iso(self.mc.clock()))
             self.window.release(len(suppressed))
@@ -212,20 +220,25 @@ class Dispatcher:
             return True
         messages = await anyio.to_thread.run_sync(renderer.render, sendable)
         from_domain = renderer.sender.rpartition("@")[2].lower()
-        for w, content in zip(sendable, messages, strict=True):
-            assert w.email is not None
-            await self._dispatch(
+        campaign_id = send.campaign_id
+        # The whole batch routed in one call (no await per message).
+        await self._dispatch_many(
+            [
                 Outbound(
-                    campaign_id=send.campaign_id,
+                    campaign_id=campaign_id,
                     contact_seq=w.contact_seq,
                     attempts=w.attempts,
                     first_attempt_at=w.first_attempt_at,
-                    sender=renderer.envelope_sender(w.contact_seq),
+                    sender=sender,
                     from_domain=from_domain,
-                    recipient=w.email,
+                    recipient=w.email,  # type: ignore[arg-type]  # sendable: not None
                     content=content,
                 )
-            )
+                for w, sender, content in zip(
+                    sendable, renderer.envelope_senders(sendable), messages, strict=True
+                )
+            ]
+        )
         return True
 
     async def _renderer(self, send: SendRow) -> BatchRenderer:
@@ -286,45 +299,72 @@ class Dispatcher:
     async def _dispatch(self, msg: Outbound) -> None:
         """Queue a message on its destination (starting a connection worker if the
         destination has room for one), or hand it back to the database."""
+        await self._dispatch_many([msg])
+
+    async def _dispatch_many(self, msgs: list[Outbound]) -> None:
+        """:meth:`_dispatch` for each message, in order, with what is the same for all of
+        them (the clock, a from-domain's relay) worked out once."""
         now = self._now()
-        domain = msg.recipient.rpartition("@")[2].lower()
-        dest: Destination | None
-        if self.router.direct:
-            dest = self.router.for_domain(domain)
-        else:
-            candidates = self.router.relay_candidates(msg.from_domain)
-            if not candidates:
-                error = f"no relay is configured for the from-domain {msg.from_domain}"
-                await self._hand_back(msg, error, error=True)
-                return
-            dest = next((d for d in candidates if not d.is_down(now)), None)
-            if dest is None:
-                names = ", ".join(d.key.partition(":")[2] for d in candidates)
-                await self._hand_back(msg, f"relay unavailable ({names}), backing off", error=True)
-                return
         mono = anyio.current_time()
-        delay = dest.rate.reserve(mono)
-        domain_rate = self.router.domain_rate(domain)
-        if domain_rate is not None:
-            delay = max(delay, domain_rate.reserve(mono))
-        if delay > self.settings.throttle_max_wait_seconds:
-            # Rather than hold it in memory, put it back in the queue for when its slot comes.
-            dest.rate.cancel()
+        router = self.router
+        direct = router.direct
+        domain_rates = router.domain_rates
+        max_wait = self.settings.throttle_max_wait_seconds
+        relays: dict[str, Destination | str] = {}  # from-domain: its relay, or why none
+        touched: list[Destination] = []
+        for msg in msgs:
+            dest: Destination | str | None
+            if direct:
+                domain = msg.recipient.rpartition("@")[2].lower()
+                dest = router.for_domain(domain)
+            else:
+                dest = relays.get(msg.from_domain)
+                if dest is None:
+                    dest = relays[msg.from_domain] = self._relay_for(msg.from_domain, now)
+                if isinstance(dest, str):
+                    await self._hand_back(msg, dest, error=True)
+                    continue
+                domain = msg.recipient.rpartition("@")[2].lower() if domain_rates else ""
+            delay = dest.rate.reserve(mono)
+            domain_rate = router.domain_rate(domain) if domain_rates else None
             if domain_rate is not None:
-                domain_rate.cancel()
-            await self._emit(
-                msg,
-                "deferred",
-                f"throttled: {dest.key} is rate limited, next slot in {delay:.1f} s",
-                attempted=False,
-                next_attempt_at=now + delay,
-            )
-            return
-        if delay > 0:
-            msg = dataclasses.replace(msg, not_before=mono + delay)
-        dest.last_used = now
-        dest.put(msg)
-        self._grow(dest)
+                delay = max(delay, domain_rate.reserve(mono))
+            if delay > max_wait:
+                # Rather than hold it in memory, put it back in the queue for when its
+                # slot comes.
+                dest.rate.cancel()
+                if domain_rate is not None:
+                    domain_rate.cancel()
+                await self._emit(
+                    msg,
+                    "deferred",
+                    f"throttled: {dest.key} is rate limited, next slot in {delay:.1f} s",
+                    attempted=False,
+                    next_attempt_at=now + delay,
+                )
+                continue
+            if delay > 0:
+                msg = msgspec.structs.replace(msg, not_before=mono + delay)
+            dest.last_used = now
+            dest.put(msg)
+            if not touched or touched[-1] is not dest:
+                touched.append(dest)
+        for dest in touched:
+            # As many workers as one _grow per message queued would have started.
+            while dest.wants_worker():
+                self._grow(dest)
+
+    def _relay_for(self, from_domain: str, now: float) -> Destination | str:
+        """Relay mode: the relay a message from ``from_domain`` goes to now, or the reason
+        it goes back to the database instead."""
+        candidates = self.router.relay_candidates(from_domain)
+        if not candidates:
+            return f"no relay is configured for the from-domain {from_domain}"
+        dest = next((d for d in candidates if not d.is_down(now)), None)
+        if dest is None:
+            names = ", ".join(d.key.partition(":")[2] for d in candidates)
+            return f"relay unavailable ({names}), backing off"
+        return dest
 
     def _grow(self, dest: Destination) -> None:
         if dest.wants_worker():
@@ -341,7 +381,7 @@ class Dispatcher:
 
     async def _send_result(self, result: RecipientResult) -> None:
         assert self._results is not None
-        await self._results.send(result)
+        await self._results.send([result])
 
     async def _emit(
         self,
@@ -354,15 +394,17 @@ class Dispatcher:
     ) -> None:
         assert self._results is not None
         await self._results.send(
-            RecipientResult(
-                campaign_id=msg.campaign_id,
-                contact_seq=msg.contact_seq,
-                state=state,
-                reply=reply[:1000],
-                next_attempt_at=next_attempt_at,
-                attempted=attempted,
-                attempted_at=self._now() if attempted else None,
-            )
+            [
+                RecipientResult(
+                    campaign_id=msg.campaign_id,
+                    contact_seq=msg.contact_seq,
+                    state=state,
+                    reply=reply[:1000],
+                    next_attempt_at=next_attempt_at,
+                    attempted=attempted,
+                    attempted_at=self._now() if attempted else None,
+                )
+            ]
         )
 
     async def _limits(self) -> None:
@@ -418,9 +460,10 @@ class Dispatcher:
                 if dest.workers > dest.limit.current_connections:
                     dest.give_back([msg])  # throttled: fewer connections from now on
                     return
-                wait = msg.not_before - anyio.current_time()
-                if wait > 0:
-                    await anyio.sleep(wait)
+                if msg.not_before:  # a rate slot was booked for it (else it is due now)
+                    wait = msg.not_before - anyio.current_time()
+                    if wait > 0:
+                        await anyio.sleep(wait)
                 if conn is not None and (
                     not conn.usable or sent_on_conn >= dest.messages_per_connection
                 ):
@@ -445,11 +488,11 @@ class Dispatcher:
                 sent_on_conn += len(batch) - len(untried)
                 dest.give_back(untried)  # never reached the server: no attempt counted
                 assert self._results is not None
-                for result in results:
+                if results:
                     try:  # a checkpoint per batch is enough, not one per message
-                        self._results.send_nowait(result)
+                        self._results.send_nowait(results)
                     except anyio.WouldBlock:
-                        await self._results.send(result)
+                        await self._results.send(results)
         except anyio.get_cancelled_exc_class():
             stopping = True
             raise
@@ -519,8 +562,7 @@ class Dispatcher:
         waiting = [msg]
         while (queued := dest.take()) is not None:
             waiting.append(queued)
-        for m in waiting:
-            await self._dispatch(m)
+        await self._dispatch_many(waiting)
         return None
 
     def _retry_at(self, msg: Outbound, now: float) -> float | None:
@@ -551,8 +593,17 @@ class Dispatcher:
             )
         results: list[RecipientResult] = []
         untried: list[Outbound] = []
+        now = self._now()  # one clock reading for the batch: its replies came together
+        answered: str | None = None  # a campaign of a message the server answered
         for msg, outcome in zip(msgs, sent, strict=True):
-            if isinstance(outcome, SmtpUntried) or (
+            if isinstance(outcome, SendOutcome):
+                results.append(self._delivered(dest, msg, outcome, now))
+                if answered != msg.campaign_id:
+                    answered = msg.campaign_id
+                    if answered in self._failing:
+                        self._failing.discard(answered)
+                        await self.mc.store.set_send_error(answered, None)
+            elif isinstance(outcome, SmtpUntried) or (
                 isinstance(outcome, SmtpConnectionLost) and outcome.behind
             ):
                 # Never reached the server, or (behind) queued after a message whose reply
@@ -562,22 +613,19 @@ class Dispatcher:
                 # After the final dot the server may have taken the message: retrying
                 # risks one duplicate, giving up risks a loss. Like every MTA, retry.
                 what = "after the message (it may have arrived)" if outcome.outcome_unknown else ""
-                results.append(self._outcome(msg, "deferred", f"connection lost {what}: {outcome}"))
-            elif isinstance(outcome, SmtpError):
                 results.append(
-                    self._outcome(msg, "deferred", f"{type(outcome).__name__}: {outcome}")
+                    self._outcome(msg, "deferred", f"connection lost {what}: {outcome}", now)
                 )
             else:
-                results.append(await self._delivered(dest, msg, outcome))
+                results.append(
+                    self._outcome(msg, "deferred", f"{type(outcome).__name__}: {outcome}", now)
+                )
         return results, untried
 
-    async def _delivered(
-        self, dest: Destination, msg: Outbound, outcome: SendOutcome
+    def _delivered(
+        self, dest: Destination, msg: Outbound, outcome: SendOutcome, now: float
     ) -> RecipientResult:
         state = outcome.status(msg.recipient)
-        if msg.campaign_id in self._failing:
-            self._failing.discard(msg.campaign_id)
-            await self.mc.store.set_send_error(msg.campaign_id, None)
         reply = outcome.data if outcome.data is not None else outcome.recipients[0][1]
         if state != "delivered":
             reply = next(
@@ -590,10 +638,13 @@ class Dispatcher:
             )
             if is_throttling(reply):
                 self._throttled(dest, reply)
-        return self._outcome(msg, state, f"{reply.code} {reply.text}".strip())
+        return self._outcome(msg, state, f"{reply.code} {reply.text}".strip(), now)
 
-    def _outcome(self, msg: Outbound, state: str, reply: str) -> RecipientResult:
-        now = self._now()
+    def _outcome(
+        self, msg: Outbound, state: str, reply: str, now: float | None = None
+    ) -> RecipientResult:
+        if now is None:
+            now = self._now()
         next_at = None
         if state == "deferred":
             next_at = self._retry_at(msg, now)
@@ -610,7 +661,9 @@ class Dispatcher:
 
     # -- recorder ------------------------------------------------------------------
 
-    async def _recorder(self, inbox: MemoryObjectReceiveStream[RecipientResult]) -> None:
+    async def _recorder(self, inbox: MemoryObjectReceiveStream[list[RecipientResult]]) -> None:
+        # A group is committed once it holds ``result_group_size`` results (it may go over
+        # by part of the last list taken), or ``result_flush_seconds`` after its first.
         group: list[RecipientResult] = []
         size = self.settings.result_group_size
         async with inbox:
@@ -619,14 +672,14 @@ class Dispatcher:
                     closed = False
                     if not group:
                         try:
-                            group.append(await inbox.receive())
+                            group.extend(await inbox.receive())
                         except anyio.EndOfStream:
                             return
                         deadline = anyio.current_time() + self.settings.result_flush_seconds
                     # Take what is already there without a timer per result.
                     while len(group) < size:
                         try:
-                            group.append(inbox.receive_nowait())
+                            group.extend(inbox.receive_nowait())
                         except anyio.WouldBlock:
                             break
                         except anyio.EndOfStream:
@@ -635,7 +688,7 @@ class Dispatcher:
                     if not closed and len(group) < size:
                         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
                             try:
-                                group.append(await inbox.receive())
+                                group.extend(await inbox.receive())
                                 continue
                             except anyio.EndOfStream:
                                 closed = True
@@ -654,12 +707,19 @@ class Dispatcher:
             await self.mc.store.record_results(group, iso(self.mc.clock()))
         self.window.release(len(group))
         self.activity.recorded += len(group)
+        per_campaign: dict[str, int] = {}
+        retry = False
         for r in group:
-            if r.campaign_id in self.activity.campaigns:
-                self.activity.campaigns[r.campaign_id] += 1
-        for campaign_id in {r.campaign_id for r in group}:
+            per_campaign[r.campaign_id] = per_campaign.get(r.campaign_id, 0) + 1
+            if not retry and (r.state == "deferred" or r.state == "queued"):
+                retry = True
+        campaigns = self.activity.campaigns
+        for campaign_id, n in per_campaign.items():
+            if campaign_id in campaigns:
+                campaigns[campaign_id] += n
+        for campaign_id in per_campaign:
             done = await self.mc.store.finish_send_if_done(campaign_id, iso(self.mc.clock()))
             if done is not None:
                 self._finished(done)
-        if any(r.state == "deferred" or r.state == "queued" for r in group):
+        if retry:
             self.wake()

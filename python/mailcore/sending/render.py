@@ -16,6 +16,7 @@ from ..inbound.verp import VerpCodec
 from ..models import CampaignCreate
 from ..store import RecipientWork
 from ..tokens import TRACKING, UNSUBSCRIBE, TokenSigner
+from ..varint import encode as varint
 
 _json = msgspec.json.Encoder()
 
@@ -70,7 +71,7 @@ def merge_values(work: RecipientWork) -> dict[str, str]:
     if work.last_name:
         values["lastName"] = work.last_name
     for key, value in work.custom_fields.items():
-        values[f"customFields.{key}"] = _text(value)
+        values["customFields." + key] = value if isinstance(value, str) else _text(value)
     return values
 
 
@@ -101,14 +102,31 @@ class BatchRenderer:
         self._domain = message_id_domain or definition.from_.email.rpartition("@")[2]
         self._signer = signer
         self._clock = clock
-        self._verp = verp_codec(secret_key) if bounce_domain else None
-        self._bounce_domain = bounce_domain
+        self._verp = (
+            verp_codec(secret_key).encoder("bounces", bounce_domain, campaign_seq)
+            if bounce_domain
+            else None
+        )
+        # The leading bytes of every token of this campaign (kind ‖ campaign seq), and the
+        # fixed parts of the strings built per recipient: encoded once, not per message.
+        self._unsubscribe_prefix = UNSUBSCRIBE + varint(campaign_seq)
+        self._tracking_prefix = TRACKING + varint(campaign_seq)
+        self._unsubscribe_base = f"{self._base}/u/"
+        self._message_id_head = f"{campaign_id}."
+        self._message_id_tail = f"@{self._domain}"
 
     def envelope_sender(self, contact_seq: int) -> str:
         """MAIL FROM: a signed VERP address when a bounce domain is set."""
         if self._verp is None:
             return self.sender
-        return self._verp.encode("bounces", self._bounce_domain, self._seq, contact_seq)
+        return self._verp(contact_seq)
+
+    def envelope_senders(self, work: list[RecipientWork]) -> list[str]:
+        """:meth:`envelope_sender` of each recipient, in order."""
+        if self._verp is None:
+            return [self.sender] * len(work)
+        verp = self._verp
+        return [verp(w.contact_seq) for w in work]
 
     def message_id(self, contact_seq: int) -> str:
         # Deterministic per recipient: a retry after a crash carries the same Message-ID,
@@ -121,15 +139,19 @@ class BatchRenderer:
     def render(self, work: list[RecipientWork]) -> list[bytes]:
         """Runs in a worker thread; the engine renders with the GIL released."""
         now = self._clock()
+        sign = self._signer.sign_payload
+        seqs = [w.contact_seq for w in work]
+        encoded = [varint(seq) for seq in seqs]
+        head, tail = self._message_id_head, self._message_id_tail
+        unsubscribe_base, unsubscribe_prefix = self._unsubscribe_base, self._unsubscribe_prefix
+        tracking_prefix = self._tracking_prefix
         return self._engine.render_batch(
             [merge_values(w) for w in work],
-            message_ids=[self.message_id(w.contact_seq) for w in work],
-            unsubscribe_urls=[self.unsubscribe_url(w.contact_seq) for w in work],
+            message_ids=[f"{head}{seq}{tail}" for seq in seqs],
+            unsubscribe_urls=[unsubscribe_base + sign(unsubscribe_prefix + e) for e in encoded],
             date=format_datetime(now),
             dkim_timestamp=int(now.timestamp()),
             tracking_tokens=(
-                [self._signer.sign(TRACKING, self._seq, w.contact_seq) for w in work]
-                if self._tracked
-                else None
+                [sign(tracking_prefix + e) for e in encoded] if self._tracked else None
             ),
         )
