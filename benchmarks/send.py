@@ -31,6 +31,10 @@ One run, side by side, every contender against a fresh Postfix ``smtp-sink`` on 
 4. **SmtpConnection only**: mailcore's SMTP client sending pre-rendered messages of the
    same size (what ``mailcore bench smtp`` measures): the ceiling of the send pipeline
    without the database and the engine.
+5. **A minimal Trio client**: the issue's yardstick, about 60 lines of Trio pipelining one
+   pre-rendered message of the same size as the senders do (content, then the next MAIL,
+   RCPT and DATA in one write), its replies only split and counted: what SMTP itself
+   costs in Python on Trio, against which mailcore's protocol and pipeline are measured.
 
 Each contender runs in its own process(es); messages/s are medians of ``--runs`` runs
 (contenders alternate within each run); CPU is the contender's process CPU time (all
@@ -73,6 +77,7 @@ import trio
 
 from mailcore.benchsmtp import (
     BenchOptions,
+    MessageFactory,
     parse_size,
     relay_config,
     run_setting,
@@ -105,8 +110,14 @@ SMTP_SOURCE_HEADER = 125  # bytes of smtp-source's own headers (From, To, Date, 
 READY_TIMEOUT = 60.0
 POLL_SECONDS = 0.02
 PRICE_MICROS = 300
-Contender = Literal["mailcore", "smtp-source", "aiosmtplib", "smtp-client"]
-CONTENDERS: tuple[Contender, ...] = ("mailcore", "smtp-source", "aiosmtplib", "smtp-client")
+Contender = Literal["mailcore", "smtp-source", "aiosmtplib", "smtp-client", "trio-minimal"]
+CONTENDERS: tuple[Contender, ...] = (
+    "mailcore",
+    "smtp-source",
+    "aiosmtplib",
+    "smtp-client",
+    "trio-minimal",
+)
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -870,6 +881,89 @@ def smtp_client_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def minimal_main(argv: Sequence[str]) -> int:
+    """``python -m benchmarks.send trio-minimal --port P --messages N --connections C
+    --size S``: the issue's yardstick, a minimal Trio client with pipelining sending
+    pre-rendered bytes (:func:`_minimal`); prints JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.send trio-minimal")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument("--connections", type=int, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    args = parser.parse_args(argv)
+    content = MessageFactory(args.size, "bench@example.com", "user@example.com")()
+    cpu0, started = self_cpu(), time.perf_counter()
+    sent = trio.run(_minimal, args.port, args.messages, args.connections, content)
+    report = {
+        "messages": sent,
+        "seconds": time.perf_counter() - started,
+        "cpu": self_cpu() - cpu0,
+        "peak_rss_kib": vm_hwm_kib(),
+        "size": len(content),
+    }
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+async def _minimal(port: int, messages: int, connections: int, content: bytes) -> int:
+    """Each write carries the last message's content and dot, then the next one's MAIL,
+    RCPT and DATA (RFC 2920), as mailcore's sender does; replies are only split into lines
+    and counted, no state machine, no checks beyond the final 250: the cost of SMTP itself
+    in Python on Trio, against which mailcore's own protocol and pipeline are measured."""
+    framed = content + b".\r\n"
+    envelope = b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n"
+    left = messages
+    sent = 0
+
+    async def connection() -> None:
+        nonlocal left, sent
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        buffer = b""
+
+        async def replies(count: int) -> list[bytes]:
+            nonlocal buffer
+            got: list[bytes] = []
+            while len(got) < count:
+                while b"\r\n" not in buffer:
+                    data = await sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("the sink closed the connection")
+                    buffer += data
+                line, buffer = buffer.split(b"\r\n", 1)
+                if line[3:4] != b"-":
+                    got.append(line)
+            return got
+
+        async def write(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[await sock.send(view) :]
+
+        with sock:
+            await replies(1)  # greeting
+            await write(b"EHLO bench.example.com\r\n")
+            await replies(1)
+            pending = False  # a 354 came: this connection owes a message's content
+            while pending or left > 0:
+                out = framed if pending else b""
+                more = left > 0
+                if more:
+                    left -= 1
+                    out += envelope
+                await write(out)
+                got = await replies((1 if pending else 0) + (3 if more else 0))
+                if pending and got[0].startswith(b"250"):
+                    sent += 1
+                pending = more
+            await write(b"QUIT\r\n")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(connection)
+    return sent
+
+
 def worker_run(contender: Contender, opts: Options, smtp_sink: str | None, workdir: Path) -> Run:
     """aiosmtplib or SmtpConnection in a process of their own."""
     messages = opts.aiosmtplib_messages if contender == "aiosmtplib" else opts.recipients
@@ -1214,12 +1308,15 @@ DESCRIPTIONS: dict[Contender, str] = {
     "aiosmtplib": "each message built with `email` (HTML + text), sent with aiosmtplib",
     "smtp-client": "mailcore's `SmtpConnection` alone, pre-rendered bytes, pipelined as the "
     "senders are (`mailcore bench smtp`)",
+    "trio-minimal": "the floor in Python: ~60 lines of Trio, one pre-rendered message, "
+    "pipelined as the senders are, replies only counted",
 }
 LABELS: dict[Contender, str] = {
     "mailcore": "**mailcore**",
     "smtp-source": "smtp-source",
     "aiosmtplib": "aiosmtplib + `email`",
     "smtp-client": "mailcore SMTP client only",
+    "trio-minimal": "minimal Trio client",
 }
 
 
@@ -1757,6 +1854,7 @@ WORKERS: dict[str, Callable[[Sequence[str]], int]] = {
     "sender": sender_main,
     "aiosmtplib": aiosmtplib_main,
     "smtp-client": smtp_client_main,
+    "trio-minimal": minimal_main,
 }
 
 
