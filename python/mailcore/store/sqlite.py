@@ -94,6 +94,8 @@ _IN_CHUNK = 500
 # index condition on recipients_state (campaign_id, state, next_attempt_at) and leased in
 # the same statement. (One pick ordered by contact_seq over the three walked the primary
 # key from the campaign's first recipient, through every one already sent, per claim.)
+# INDEXED BY: without it the lease pick, whose lease_until the index lacks, was planned
+# on the primary key, a walk of the whole campaign.
 _CLAIM = (
     "UPDATE recipients SET state = 'sending', lease_until = ?, lease_owner = ? "
     "WHERE campaign_id = ? AND contact_seq IN (SELECT contact_seq FROM ("
