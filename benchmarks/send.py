@@ -802,15 +802,20 @@ def email_words(size: int) -> tuple[int, float]:
     return closest(size, lambda n: float(len(_email_message(0, n).as_bytes(policy=SMTP))))
 
 
-def aiosmtplib_main(argv: Sequence[str]) -> int:
-    """``python -m benchmarks.send aiosmtplib --port P --messages N --connections C
-    --size S``: build and send, print JSON."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.send aiosmtplib")
+def worker_parser(contender: str) -> argparse.ArgumentParser:
+    """The arguments every contender's worker process takes (see :func:`worker_run`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.send {contender}")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--size", type=int, required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def aiosmtplib_main(argv: Sequence[str]) -> int:
+    """``python -m benchmarks.send aiosmtplib --port P --messages N --connections C
+    --size S``: build and send, print JSON."""
+    args = worker_parser("aiosmtplib").parse_args(argv)
     words, size = email_words(args.size)
     cpu0, started = self_cpu(), time.perf_counter()
     sent = asyncio.run(_aiosmtplib(args.port, args.messages, args.connections, words))
@@ -851,11 +856,7 @@ async def _aiosmtplib(port: int, messages: int, connections: int, words: int) ->
 def smtp_client_main(argv: Sequence[str]) -> int:
     """``python -m benchmarks.send smtp-client --port P --messages N --connections C
     --size S``: pre-rendered messages through SmtpConnection (``mailcore bench smtp``)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.send smtp-client")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--messages", type=int, required=True)
-    parser.add_argument("--connections", type=int, required=True)
-    parser.add_argument("--size", type=int, required=True)
+    parser = worker_parser("smtp-client")
     parser.add_argument("--pipeline-depth", type=int, default=Settings().pipeline_depth)
     args = parser.parse_args(argv)
     options = BenchOptions(
@@ -885,12 +886,7 @@ def minimal_main(argv: Sequence[str]) -> int:
     """``python -m benchmarks.send trio-minimal --port P --messages N --connections C
     --size S``: the issue's yardstick, a minimal Trio client with pipelining sending
     pre-rendered bytes (:func:`_minimal`); prints JSON."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.send trio-minimal")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--messages", type=int, required=True)
-    parser.add_argument("--connections", type=int, required=True)
-    parser.add_argument("--size", type=int, required=True)
-    args = parser.parse_args(argv)
+    args = worker_parser("trio-minimal").parse_args(argv)
     content = MessageFactory(args.size, "bench@example.com", "user@example.com")()
     cpu0, started = self_cpu(), time.perf_counter()
     sent = trio.run(_minimal, args.port, args.messages, args.connections, content)
