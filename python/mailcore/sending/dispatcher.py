@@ -393,18 +393,9 @@ class Dispatcher:
         next_attempt_at: float | None = None,
     ) -> None:
         assert self._results is not None
+        now = self._now() if attempted else None
         await self._results.send(
-            [
-                RecipientResult(
-                    campaign_id=msg.campaign_id,
-                    contact_seq=msg.contact_seq,
-                    state=state,
-                    reply=reply[:1000],
-                    next_attempt_at=next_attempt_at,
-                    attempted=attempted,
-                    attempted_at=self._now() if attempted else None,
-                )
-            ]
+            [_result(msg, state, reply, next_attempt_at, attempted=attempted, now=now)]
         )
 
     async def _limits(self) -> None:
@@ -650,14 +641,7 @@ class Dispatcher:
             next_at = self._retry_at(msg, now)
             if next_at is None:
                 state = "failed"
-        return RecipientResult(
-            campaign_id=msg.campaign_id,
-            contact_seq=msg.contact_seq,
-            state=state,
-            reply=reply[:1000],
-            next_attempt_at=next_at,
-            attempted_at=now,
-        )
+        return _result(msg, state, reply, next_at, attempted=True, now=now)
 
     # -- recorder ------------------------------------------------------------------
 
@@ -723,3 +707,25 @@ class Dispatcher:
                 self._finished(done)
         if retry:
             self.wake()
+
+
+def _result(
+    msg: Outbound,
+    state: str,
+    reply: str,
+    next_attempt_at: float | None,
+    *,
+    attempted: bool,
+    now: float | None,
+) -> RecipientResult:
+    """What is recorded of ``msg``: ``state``, the reply (its first 1,000 characters),
+    when to try again, and (``attempted``) the time of this attempt, ``now``."""
+    return RecipientResult(
+        campaign_id=msg.campaign_id,
+        contact_seq=msg.contact_seq,
+        state=state,
+        reply=reply[:1000],
+        next_attempt_at=next_attempt_at,
+        attempted=attempted,
+        attempted_at=now if attempted else None,
+    )
