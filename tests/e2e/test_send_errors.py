@@ -221,3 +221,24 @@ async def test_cancel_stops_sending_and_charges_what_was_delivered(database_url:
         assert (w["balanceMicros"], w["heldMicros"]) == (1_000_000, 0)
         r = await http.post(f"/v1/mail/campaigns/{c['id']}/cancel")
         assert r.status_code == 409
+
+
+async def test_a_reply_holding_a_nul_byte_is_recorded_and_the_send_finishes(
+    database_url: str,
+) -> None:
+    """A server's reply text is recorded as the server sent it, but for NUL, which neither
+    PostgreSQL's text nor SQLite's JSON functions keep: it becomes U+FFFD. (On PostgreSQL
+    the whole group of results used to fail, so the send never finished.)"""
+    reject = [("u3@example.com", "550 5.1.1 no\x00such user")]
+    with aiosmtpd_server(reject=reject) as (port, smtp):
+        async with (
+            running(make_settings(database_url, port)) as api,
+            api.tenant(credit_micros=1_000_000, contacts=5) as http,
+        ):
+            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
+            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
+            stats = await wait_status(http, c["id"], "sent")
+            assert stats["bounced"] == 1 and stats["delivered"] == 4
+            assert len(smtp.messages) == 4
+    replies = query(database_url, "SELECT reply FROM recipients WHERE state = 'bounced'", ())
+    assert replies == [("550 5.1.1 no\ufffdsuch user",)]

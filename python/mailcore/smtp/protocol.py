@@ -156,7 +156,9 @@ class ReplyReader:
                 )
             if b"\r" in raw:
                 raise RemoteProtocolError(f"bare CR in reply line: {raw[:80]!r}")
-            self._lines.append(raw[4:].decode("utf-8", "replace"))
+            # NUL becomes U+FFFD like undecodable bytes: no store keeps it in text (it
+            # broke recording on PostgreSQL, and SQLite's JSON cut the text short).
+            self._lines.append(raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd"))
             if sep == b"-":
                 self._code = code
                 if len(self._lines) > MAX_REPLY_LINES:
