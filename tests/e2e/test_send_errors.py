@@ -64,6 +64,13 @@ def make_settings(database_url: str, smtp_port: int) -> Settings:
     )
 
 
+async def send_until_sent(http: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    """A campaign created and sent: its id, and its stats once it is sent."""
+    c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
+    await http.post(f"/v1/mail/campaigns/{c['id']}/send")
+    return c["id"], await wait_status(http, c["id"], "sent")
+
+
 async def wait_status(http: httpx.AsyncClient, cid: str, status: str) -> dict[str, Any]:
     with trio.fail_after(60):
         while True:
@@ -154,9 +161,7 @@ async def test_relay_rejecting_everything_bounces_all_and_charges_nothing(
             running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=25) as http,
         ):
-            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
-            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
-            stats = await wait_status(http, c["id"], "sent")
+            _, stats = await send_until_sent(http)
             assert stats["bounced"] == 25 and stats["delivered"] == 0
             assert stats["cost"]["actualMicros"] == 0
             w = (await http.get("/v1/wallet")).json()
@@ -170,9 +175,7 @@ async def test_4xx_is_retried_then_fails_and_is_not_charged(database_url: str) -
             running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=3) as http,
         ):
-            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
-            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
-            stats = await wait_status(http, c["id"], "sent")
+            _, stats = await send_until_sent(http)
             # Tried three times (first + the two retries of the schedule), then failed.
             assert (stats["delivered"], stats["failed"]) == (2, 1)
             assert stats["cost"]["actualMicros"] == 600
@@ -186,11 +189,9 @@ async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
             make_settings(database_url, port), retry_schedule=(1,) * 20, retry_max_age_seconds=2.5
         )
         async with running(settings) as api, api.tenant(1_000_000, contacts=3) as http:
-            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
-            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
-            stats = await wait_status(http, c["id"], "sent")
+            cid, stats = await send_until_sent(http)
             assert (stats["delivered"], stats["failed"]) == (2, 1)
-            rows = await api.mc.store.recipient_counts(c["id"])
+            rows = await api.mc.store.recipient_counts(cid)
             assert rows == {"delivered": 2, "failed": 1}
             # Failed on age (about three tries a second apart), long before 20 retries.
             attempts = [
@@ -198,7 +199,7 @@ async def test_a_deferred_recipient_fails_once_older_than_the_retry_age_limit(
                 for r in query(
                     database_url,
                     "SELECT attempts, state FROM recipients WHERE campaign_id = ?",
-                    (c["id"],),
+                    (cid,),
                 )
                 if r[1] == "failed"  # (attempts, state)
             ]
@@ -235,9 +236,7 @@ async def test_a_reply_holding_a_nul_byte_is_recorded_and_the_send_finishes(
             running(make_settings(database_url, port)) as api,
             api.tenant(credit_micros=1_000_000, contacts=5) as http,
         ):
-            c = (await http.post("/v1/mail/campaigns", json=CAMPAIGN)).json()
-            await http.post(f"/v1/mail/campaigns/{c['id']}/send")
-            stats = await wait_status(http, c["id"], "sent")
+            _, stats = await send_until_sent(http)
             assert stats["bounced"] == 1 and stats["delivered"] == 4
             assert len(smtp.messages) == 4
     replies = query(database_url, "SELECT reply FROM recipients WHERE state = 'bounced'", ())
