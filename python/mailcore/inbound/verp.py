@@ -46,12 +46,6 @@ class VerpCodec:
     def _mac(self, payload: bytes) -> bytes:
         return self._key(payload)[:_MAC_BYTES]
 
-    def token(self, campaign_seq: int, contact_seq: int) -> str:
-        if campaign_seq < 0 or contact_seq < 0:
-            raise ValueError("sequence numbers must be non-negative")
-        payload = varint.encode(campaign_seq) + varint.encode(contact_seq)
-        return _b32(payload + self._mac(payload))
-
     def encode(self, local: str, domain: str, campaign_seq: int, contact_seq: int) -> str:
         """``{local}+{token}@{domain}``; ValueError when ``local`` is not a dot-atom,
         ``domain`` is not a host name, or local part + token exceed 64 characters."""
@@ -67,8 +61,7 @@ class VerpCodec:
         if campaign_seq < 0:
             raise ValueError("sequence numbers must be non-negative")
         prefix = varint.encode(campaign_seq)
-        mac = self._key
-        b32encode = base64.b32encode
+        mac = self._mac
         head = f"{local}+"
         tail = f"@{domain}"
 
@@ -76,8 +69,7 @@ class VerpCodec:
             if contact_seq < 0:
                 raise ValueError("sequence numbers must be non-negative")
             payload = prefix + varint.encode(contact_seq)
-            raw = payload + mac(payload)[:_MAC_BYTES]
-            tagged = head + b32encode(raw).decode("ascii").rstrip("=").lower()
+            tagged = head + _b32(payload + mac(payload))
             if len(tagged) > _MAX_LOCAL_PART:
                 raise ValueError(f"VERP local part {tagged!r} is longer than 64 characters")
             return tagged + tail

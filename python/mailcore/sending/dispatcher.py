@@ -296,13 +296,10 @@ class Dispatcher:
 
     # -- routing -------------------------------------------------------------------
 
-    async def _dispatch(self, msg: Outbound) -> None:
-        """Queue a message on its destination (starting a connection worker if the
-        destination has room for one), or hand it back to the database."""
-        await self._dispatch_many([msg])
-
     async def _dispatch_many(self, msgs: list[Outbound]) -> None:
-        """:meth:`_dispatch` for each message, in order, with what is the same for all of
+        """Queue each message on its destination (starting connection workers while the
+        destination has room for them), or hand it back to the database; in order, with
+        what is the same for all of
         them (the clock, a from-domain's relay) worked out once."""
         now = self._now()
         mono = anyio.current_time()

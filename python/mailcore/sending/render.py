@@ -97,9 +97,7 @@ class BatchRenderer:
         self.sender = definition.from_.email
         self._engine = renderer_for(definition, campaign_id, public_url, dkim)
         self._tracked = definition.tracking.opens or definition.tracking.clicks
-        self._seq = campaign_seq
-        self._base = public_url.rstrip("/")
-        self._domain = message_id_domain or definition.from_.email.rpartition("@")[2]
+        domain = message_id_domain or definition.from_.email.rpartition("@")[2]
         self._signer = signer
         self._clock = clock
         self._verp = (
@@ -111,30 +109,17 @@ class BatchRenderer:
         # fixed parts of the strings built per recipient: encoded once, not per message.
         self._unsubscribe_prefix = UNSUBSCRIBE + varint(campaign_seq)
         self._tracking_prefix = TRACKING + varint(campaign_seq)
-        self._unsubscribe_base = f"{self._base}/u/"
+        self._unsubscribe_base = f"{public_url.rstrip('/')}/u/"
         self._message_id_head = f"{campaign_id}."
-        self._message_id_tail = f"@{self._domain}"
-
-    def envelope_sender(self, contact_seq: int) -> str:
-        """MAIL FROM: a signed VERP address when a bounce domain is set."""
-        if self._verp is None:
-            return self.sender
-        return self._verp(contact_seq)
+        self._message_id_tail = f"@{domain}"
 
     def envelope_senders(self, work: list[RecipientWork]) -> list[str]:
-        """:meth:`envelope_sender` of each recipient, in order."""
+        """MAIL FROM of each recipient, in order: a signed VERP address when a bounce
+        domain is set."""
         if self._verp is None:
             return [self.sender] * len(work)
         verp = self._verp
         return [verp(w.contact_seq) for w in work]
-
-    def message_id(self, contact_seq: int) -> str:
-        # Deterministic per recipient: a retry after a crash carries the same Message-ID,
-        # which lets receivers drop the duplicate.
-        return f"{self.campaign_id}.{contact_seq}@{self._domain}"
-
-    def unsubscribe_url(self, contact_seq: int) -> str:
-        return f"{self._base}/u/{self._signer.sign(UNSUBSCRIBE, self._seq, contact_seq)}"
 
     def render(self, work: list[RecipientWork]) -> list[bytes]:
         """Runs in a worker thread; the engine renders with the GIL released."""
@@ -147,6 +132,8 @@ class BatchRenderer:
         tracking_prefix = self._tracking_prefix
         return self._engine.render_batch(
             [merge_values(w) for w in work],
+            # Deterministic per recipient: a retry after a crash carries the same
+            # Message-ID, which lets receivers drop the duplicate.
             message_ids=[f"{head}{seq}{tail}" for seq in seqs],
             unsubscribe_urls=[unsubscribe_base + sign(unsubscribe_prefix + e) for e in encoded],
             date=format_datetime(now),
