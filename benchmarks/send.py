@@ -2,7 +2,9 @@
 [--connections 32] [--size 10k] [--store sqlite|postgres [--database-url URL]]
 [--senders 1|N,N,...] [--profile [PATH]] [--write-results]``.
 
-Several sender processes on PostgreSQL, throughput per count:
+Several sender processes sharing one SQLite file on this machine, throughput per count:
+``python -m benchmarks.send --senders 1,2 [--write-results]`` (rows in the main section).
+On PostgreSQL:
 ``python -m benchmarks.send --store postgres --senders 1,2,3 [--write-results]``. Without
 ``--database-url`` a throwaway PostgreSQL cluster is started for the run (tests/pg.py's, but
 with default durability: fsync, synchronous_commit and full_page_writes on) and stopped at
@@ -1702,7 +1704,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
         type=sender_counts,
         default=(1,),
         help="sender processes sharing the database and the connections, or a "
-        "comma-separated list of counts, each run in turn (1; more needs --store postgres)",
+        "comma-separated list of counts, each run in turn (1)",
     )
     parser.add_argument(
         "--aiosmtplib-messages",
@@ -1750,12 +1752,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool]:
     if args.store == "sqlite":
         if args.database_url:
             parser.error("--database-url is for --store postgres (SQLite runs in a temp dir)")
-        if args.senders != (1,):
-            parser.error(
-                "--senders > 1 needs --store postgres: SQLite is one node's embedded "
-                "database (and a sender releases every lease when it starts), so only 1 "
-                "sender is allowed with it"
-            )
     elif args.database_url:
         try:
             store_from_url(args.database_url)

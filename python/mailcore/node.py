@@ -14,7 +14,8 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import ValidationError
@@ -62,6 +63,55 @@ def new_node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+# Node ids whose sender runs in this process (a Mailcore's sender may stop and start again
+# in the same process, under the same id).
+_running_senders: set[str] = set()
+
+
+@contextmanager
+def sender_running(node_id: str) -> Iterator[None]:
+    """Mark ``node_id``'s sender as running in this process while the block runs."""
+    _running_senders.add(node_id)
+    try:
+        yield
+    finally:
+        _running_senders.discard(node_id)
+
+
+def lease_owner_stopped(owner: str) -> bool:
+    """Whether the sender that leased recipients as ``owner`` (a :func:`new_node_id`) has
+    certainly stopped: a node of this process whose sender is not running, or of another
+    process of this machine that is gone. False when it may still run (its process is
+    alive, or a reused pid looks so), or runs on another machine: then only its leases'
+    expiry tells."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner not in _running_senders
+    return not _process_alive(pid)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        # A zombie (killed, not yet reaped by its parent) runs no more.
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass  # no /proc: ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @dataclass
 class SenderActivity:
     """Kept up to date by the send dispatcher."""
@@ -93,4 +143,13 @@ class Node:
     webhooks: WebhookActivity | None = None
 
 
-__all__ = ["ROLES", "Node", "SenderActivity", "WebhookActivity", "new_node_id", "parse_roles"]
+__all__ = [
+    "ROLES",
+    "Node",
+    "SenderActivity",
+    "WebhookActivity",
+    "lease_owner_stopped",
+    "new_node_id",
+    "parse_roles",
+    "sender_running",
+]

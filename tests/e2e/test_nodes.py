@@ -1,4 +1,4 @@
-"""Several nodes on one PostgreSQL database: an API process and three sender processes
+"""Several nodes on one database: an API process and three sender processes
 (``mailcore serve --role …``) deliver one campaign through a real SMTP server; one sender
 is killed with SIGKILL mid-send. Every recipient is delivered, duplicates stay within what
 the killed node had in flight, the hold is settled once, and the survivors share the rest.
@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import pytest
 import trio
 
 from mailcore import CampaignCreate, Mailcore, Settings
@@ -79,7 +78,6 @@ def delivered_by_node(url: str, campaign_id: str) -> dict[str, int]:
     }
 
 
-@pytest.mark.stores("postgres")
 def test_three_senders_one_campaign_one_killed(database_url: str, tmp_path: Path) -> None:
     url = database_url
     settings = Settings.load(env={}, database_url=url)

@@ -62,16 +62,3 @@ def test_send_benchmark_small_run_counts_add_up(tmp_path: Path) -> None:
     report = profile.read_text()
     assert "## Top functions by own time" in report and "_connection_worker" in report
     assert "### Where the time goes (`--profile`)" in out
-
-
-def test_send_benchmark_refuses_several_senders_on_sqlite() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "benchmarks.send", "--senders", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 2
-    assert "--senders > 1 needs --store postgres" in r.stderr
-    assert "only 1 sender is allowed" in r.stderr

@@ -1,6 +1,7 @@
 """What several nodes on one database rely on, checked on both stores with two Mailcore
 instances (two pools of connections, as two processes have): claims never overlap, a
-finished send settles once, a starting node leaves live nodes' leases alone (PostgreSQL),
+finished send settles once, a starting node leaves live nodes' leases alone and takes
+back at once what stopped senders of its machine held (SQLite),
 renewed leases are not taken over, and 64 concurrent sends against a wallet funded for
 exactly N holds: exactly N succeed."""
 
@@ -8,16 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import msgspec
 import psycopg
 import pytest
 import trio
 
 from mailcore import CampaignCreate, InsufficientFunds, Mailcore, Settings
+from mailcore.node import new_node_id, sender_running
 from mailcore.store import RecipientResult, sqlite_path
 from mailcore.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from tests.conftest import Api
@@ -255,12 +260,7 @@ async def test_a_starting_node_leaves_live_leases_alone(settings: Settings) -> N
         work = await live.store.claim_recipients(campaign_id, 50, NOW, NOW + 30, "live")
         assert len(work) == 50
         released = await starting.store.recover_leases(NOW + 1)
-        if starting.store.exclusive:
-            # SQLite: one process owns the file, so whatever is leased was leased by a
-            # process that stopped, and all of it goes back to the queue.
-            assert released == 50
-            return
-        assert released == 0  # PostgreSQL: those leases belong to a live node
+        assert released == 0  # those leases belong to a live node
         assert await starting.store.claim_recipients(campaign_id, 50, NOW + 1, NOW + 31) == []
         # The live node renews (its heartbeat); the lease outlives its first term.
         assert await live.store.renew_leases("live", NOW + 120) == 50
@@ -270,6 +270,45 @@ async def test_a_starting_node_leaves_live_leases_alone(settings: Settings) -> N
         assert await starting.store.recover_leases(NOW + 121) == 50
         taken = await starting.store.claim_recipients(campaign_id, 50, NOW + 121, NOW + 150, "s")
         assert len(taken) == 50
+
+
+async def test_a_starting_sender_takes_back_at_once_what_stopped_senders_held(
+    settings: Settings,
+) -> None:
+    """Leases of a sender known to have stopped go back to the queue without waiting for
+    them to expire on SQLite, whose senders all run on its machine: this process's own
+    earlier sender, or a process that is gone. A live process's stay its own."""
+    async with Mailcore.open(settings) as mc:
+        _, campaign_id = await sending(mc, 30)
+        host = socket.gethostname()
+        child = await anyio.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            alive = f"{host}:{child.pid}:aaaaaa"
+            stopped_here = new_node_id()  # this process, its sender not running
+            for owner in (alive, stopped_here):
+                work = await mc.store.claim_recipients(campaign_id, 10, NOW, NOW + 60, owner)
+                assert len(work) == 10
+            running = new_node_id()
+            with sender_running(running):
+                work = await mc.store.claim_recipients(campaign_id, 10, NOW, NOW + 60, running)
+                assert len(work) == 10
+                released = await mc.store.recover_leases(NOW + 1)
+                if mc.store.kind == "sqlite":
+                    assert released == 10  # stopped_here's
+                    child.kill()
+                    await child.wait()
+                    assert await mc.store.recover_leases(NOW + 1) == 10  # alive's, now gone
+                else:
+                    assert released == 0  # PostgreSQL: nodes of any machine, expiry tells
+                counts = await mc.store.recipient_counts(campaign_id)
+                assert counts.get("sending") == (10 if mc.store.kind == "sqlite" else 30)
+                # Expired, every lease goes back, a running sender's too (it stopped
+                # renewing them).
+                assert await mc.store.recover_leases(NOW + 61) == counts["sending"]
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
 
 
 async def test_64_concurrent_sends_on_a_wallet_funded_for_exactly_n(settings: Settings) -> None:

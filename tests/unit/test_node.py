@@ -35,3 +35,42 @@ def test_a_sender_process_hands_the_gil_back_to_its_event_loop_sooner() -> None:
         assert before > SENDER_SWITCH_INTERVAL  # shorter than Python's default
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_lease_owner_has_stopped_only_when_this_machine_can_tell() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mailcore.node import lease_owner_stopped, sender_running
+
+    host = socket.gethostname()
+    # A node of this process: stopped unless its sender runs now.
+    mine = new_node_id()
+    assert lease_owner_stopped(mine)
+    with sender_running(mine):
+        assert not lease_owner_stopped(mine)
+        assert lease_owner_stopped(new_node_id())  # another node id of this process
+    assert lease_owner_stopped(mine)
+    # A node of another process of this machine: stopped once the process is gone, even
+    # before its parent reaps it (a zombie runs no more).
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{host}:{child.pid}:abcdef"
+        assert not lease_owner_stopped(owner)
+        child.kill()
+        for _ in range(500):  # bounded: the kill lands within milliseconds
+            with open(f"/proc/{child.pid}/stat", "rb") as stat:
+                if stat.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break
+            os.sched_yield()
+        assert lease_owner_stopped(owner)
+    finally:
+        child.kill()
+        child.wait()
+    assert lease_owner_stopped(f"{host}:{child.pid}:abcdef")  # reaped: no such process
+    # Another machine, or an owner not named by new_node_id: only expiry tells.
+    assert not lease_owner_stopped(f"elsewhere.example:{child.pid}:abcdef")
+    assert not lease_owner_stopped("live")
+    assert not lease_owner_stopped(f"{host}:notapid:abcdef")

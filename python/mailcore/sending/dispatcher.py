@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..ids import iso
 from ..models import CampaignCreate
-from ..node import SenderActivity
+from ..node import SenderActivity, sender_running
 from ..smtp import (
     RelayConfig,
     Reply,
@@ -114,12 +114,15 @@ class Dispatcher:
     # -- the task tree -------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # What a stopped sender leased was never recorded: on SQLite (one node owns the
-        # file) all of it goes back to the queue at once; on PostgreSQL only expired
-        # leases do, since the others belong to live nodes.
+        # What a stopped sender leased was never recorded: it goes back to the queue; the
+        # leases of live senders (other processes, other nodes) stay theirs.
         released = await self.mc.store.recover_leases(self._now())
         if released:
             log.info("resuming: %d recipients were in flight when a sender stopped", released)
+        with sender_running(self.mc.node.id):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         self.mc.node.sender = self.activity
         res_tx, res_rx = anyio.create_memory_object_stream[list[RecipientResult]](
             self.settings.result_group_size
@@ -278,13 +281,13 @@ class Dispatcher:
             await anyio.sleep(self.settings.lease_seconds / 3)
             now = self._now()
             await store.renew_leases(self.mc.node.id, now + self.settings.lease_seconds)
-            if not store.exclusive:
-                # A dead node's leases expire and go back to the queue here (claims
-                # take only queued and due recipients, see PostgresStore.claim_recipients).
-                released = await store.recover_leases(now)
-                if released:
-                    log.info("%d recipients of a stopped sender back in the queue", released)
-                    self.wake()
+            # A stopped sender's leases go back to the queue here: at once when the store
+            # can tell it stopped (SQLite: a process of this machine that is gone), else
+            # once they expire.
+            released = await store.recover_leases(now)
+            if released:
+                log.info("%d recipients of a stopped sender back in the queue", released)
+                self.wake()
 
     async def _wait_for_relays(self) -> None:
         """Relay mode with every relay backing off: nothing can go out before one is due."""

@@ -220,10 +220,6 @@ class DeliveryRow(Record, frozen=True):
 class Store(abc.ABC):
     """One interface for the embedded SQLite store and PostgreSQL (several nodes)."""
 
-    # True when one process owns the database (SQLite): nobody else can hold a lease, so
-    # a starting sender may hand every lease back at once. False on a shared database
-    # (PostgreSQL), where other live nodes' leases must be left alone.
-    exclusive: bool = True
     kind: str = "sqlite"  # or "postgresql" (health reports it)
     # Set by open(): the schema version found, and the version after migrating.
     migrated_from: int = 0
@@ -434,9 +430,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def recover_leases(self, now: float) -> int:
         """At a sender's start-up, and on a shared store with each heartbeat: make what
-        stopped senders held claimable again. An :attr:`exclusive` store hands back every
-        lease; a shared one only the expired ones (a live node's leases are its own).
-        Returns how many."""
+        stopped senders held claimable again: expired leases, and (SQLite, whose senders
+        all run on its machine) those of senders known to have stopped; a live sender's
+        leases are its own. Returns how many."""
 
     @abc.abstractmethod
     async def renew_leases(self, owner: str, lease_until: float) -> int:

@@ -559,7 +559,6 @@ def _conninfo(url: str) -> str:
 class PostgresStore(Store):
     """The store on PostgreSQL; see the module docstring for how nodes coordinate."""
 
-    exclusive = False
     kind = "postgresql"
 
     def __init__(self, url: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:

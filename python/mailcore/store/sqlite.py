@@ -3,6 +3,11 @@
 One writer connection serialised by a limiter of one (SQLite allows one writer at a
 time anyway; queueing in Python avoids busy-waiting in SQLite) and one reader
 connection, both driven from worker threads so the event loop never blocks.
+
+Several processes of one machine may share the file (e.g. a sender process per core):
+their writes wait for each other in SQLite (``busy_timeout``), claims never overlap (one
+``UPDATE … RETURNING`` each), and :meth:`SqliteStore.recover_leases` takes back at once
+only what stopped senders held (:func:`mailcore.node.lease_owner_stopped`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..errors import (
     NotFound,
     ValidationError,
 )
+from ..node import lease_owner_stopped
 from ..webhooks.events import (
     CampaignCompletedData,
     CampaignSentData,
@@ -1342,9 +1348,25 @@ class SqliteStore(Store):
         return await self._write(tx)
 
     async def recover_leases(self, now: float) -> int:
-        # One process owns the file: whatever is leased was leased by a process that
-        # stopped, so all of it goes back to the queue at once.
-        return await self.release_all_leases()
+        # The file is on this machine, and so are the senders sharing it: a lease whose
+        # owner has stopped (its process is gone, or it is this process's own earlier
+        # sender) goes back to the queue now, not when it expires; a live owner's stays.
+        def tx(conn: sqlite3.Connection) -> int:
+            owners = conn.execute(
+                "SELECT DISTINCT lease_owner FROM recipients INDEXED BY recipients_state "
+                "WHERE campaign_id IN (SELECT campaign_id FROM sends) AND state = 'sending'"
+            ).fetchall()
+            stopped = [o for (o,) in owners if o is not None and lease_owner_stopped(o)]
+            cur = conn.execute(
+                "UPDATE recipients SET state = 'queued', lease_until = NULL "
+                "WHERE campaign_id IN (SELECT campaign_id FROM sends) AND state = 'sending' "
+                "AND (lease_until < ? OR lease_owner IS NULL "
+                "     OR lease_owner IN (SELECT value FROM json_each(?)))",
+                (now, _encode(stopped)),
+            )
+            return cur.rowcount
+
+        return await self._write(tx)
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         def tx(conn: sqlite3.Connection) -> int:
