@@ -446,3 +446,45 @@ async def test_two_webhook_nodes_deliver_each_event_once(settings: Settings) -> 
     delivered = (a.node.webhooks, b.node.webhooks)
     assert all(d is not None for d in delivered)
     assert sum(d.delivered for d in delivered if d is not None) == 300
+
+
+@pytest.mark.stores("sqlite")
+async def test_processes_sharing_a_sqlite_file_wait_for_each_other(tmp_path: Path) -> None:
+    """Processes of one machine sharing the file: two first starts at once migrate it
+    once, and a write waits out another process's long transaction (longer than the
+    busy timeout, as freezing a plan of millions of recipients can be) instead of
+    failing with "database is locked"."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    # Each migration step rereads the version inside its own write transaction.
+    settings = Settings.load(env={}, database_url=url)
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(lambda: _open_and_close(settings))
+    with closing(sqlite3.connect(sqlite_path(url))) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, len(SQLITE_MIGRATIONS) + 1))
+
+    async with Mailcore.open(settings) as mc:
+        assert mc.store._writer is not None
+        mc.store._writer.execute("PRAGMA busy_timeout=50")  # each try gives up after 50 ms
+        other = sqlite3.connect(sqlite_path(url), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's long transaction
+        account = None
+
+        async def create() -> None:
+            nonlocal account
+            account = await mc.accounts.create("w", credit_micros=0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(create)
+            await trio.sleep(0.5)  # ten times the busy timeout
+            assert account is None  # still waiting, not failed
+            other.execute("COMMIT")
+        other.close()
+        assert account is not None
+        assert (await mc.account(account.account_id).wallet.get()).balance_micros == 0
+
+
+async def _open_and_close(settings: Settings) -> None:
+    async with Mailcore.open(settings):
+        pass

@@ -12,6 +12,7 @@ only what stopped senders held (:func:`mailcore.node.lease_owner_stopped`).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,8 @@ from .base import (
 )
 from .rows import claimed_work, decode_fields
 from .schema import SQLITE_MIGRATIONS
+
+log = logging.getLogger("mailcore.store.sqlite")
 
 T = TypeVar("T")
 
@@ -406,6 +409,20 @@ class _WriteJob:
         return self.value
 
 
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, for as long as another process sharing the file writes: each try
+    waits ``busy_timeout`` (10 s), and freezing the plan of a campaign of millions of
+    recipients can take longer; a sender must wait for it, not fail."""
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            log.warning("another process has been writing to the SQLite file for long; waiting")
+
+
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -453,8 +470,13 @@ class SqliteStore(Store):
         for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
             if version <= current:
                 continue
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
             try:
+                # Another process sharing the file may have applied it meanwhile.
+                done = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+                if version <= (done or 0):
+                    conn.execute("COMMIT")
+                    continue
                 for statement in script.split(";\n"):
                     if statement.strip():
                         conn.execute(statement)
@@ -510,7 +532,7 @@ class SqliteStore(Store):
         conn = self._writer
         try:
             assert conn is not None, "store is not open"
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
         except BaseException as exc:
             for job in group:
                 job.fail(exc)
