@@ -85,10 +85,6 @@ def serve(
     if "sender" in roles:
         tune_sender_process()
     settings = _settings(config, host=host, port=port)
-    if len(roles) < 3 and settings.database_url.startswith("sqlite:") and "sender" in roles:
-        # A sender on SQLite hands back every lease at start: another sender process on
-        # the same file would lose its work to it.
-        console.print("[yellow]note[/yellow]: on SQLite run exactly one sender process")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     what = "API" if "api" in roles else "health"
     console.print(
