@@ -423,14 +423,9 @@ class Store(abc.ABC):
         ``sending`` change, so a late result never overwrites a cancel."""
 
     @abc.abstractmethod
-    async def release_all_leases(self) -> int:
-        """Every ``sending`` recipient back to ``queued``: right only when no sender is
-        running anywhere (the only node's start-up on SQLite)."""
-
-    @abc.abstractmethod
     async def recover_leases(self, now: float) -> int:
-        """At a sender's start-up, and on a shared store with each heartbeat: make what
-        stopped senders held claimable again: expired leases, and (SQLite, whose senders
+        """At a sender's start-up and with each of its heartbeats: make what stopped
+        senders held claimable again: expired leases, and (SQLite, whose senders
         all run on its machine) those of senders known to have stopped; a live sender's
         leases are its own. Returns how many."""
 

@@ -1453,18 +1453,6 @@ class PostgresStore(Store):
         if results:
             await self._tx(tx)
 
-    async def release_all_leases(self) -> int:
-        """Every lease back to the queue. Only right when no node is running (an
-        operator's repair after stopping them all); a starting node calls
-        :meth:`recover_leases`, which leaves live nodes' leases alone."""
-
-        def tx(conn: Conn) -> int:
-            return conn.execute(
-                "UPDATE recipients SET state = 'queued', lease_until = NULL WHERE state = 'sending'"
-            ).rowcount
-
-        return await self._tx(tx)
-
     async def recover_leases(self, now: float) -> int:
         def tx(conn: Conn) -> int:
             return conn.execute(

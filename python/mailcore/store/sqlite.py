@@ -1360,15 +1360,6 @@ class SqliteStore(Store):
 
         await self._write(tx)
 
-    async def release_all_leases(self) -> int:
-        def tx(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE recipients SET state = 'queued', lease_until = NULL WHERE state = 'sending'"
-            )
-            return cur.rowcount
-
-        return await self._write(tx)
-
     async def recover_leases(self, now: float) -> int:
         # The file is on this machine, and so are the senders sharing it: a lease whose
         # owner has stopped (its process is gone, or it is this process's own earlier
