@@ -1522,6 +1522,9 @@ def section(opts: Options, fig: Figures, wall: api.Wall) -> str:
     else:
         lines = _preamble(opts, fig, wall, SECTION, "SQLite (fresh copy per run)")
     lines += ["", *results_table(opts, fig)]
+    groups = mailcore_groups(fig)
+    if opts.store == "sqlite" and len(groups) > 1:
+        lines += ["", limit_paragraph(groups, os.cpu_count() or 1, store="sqlite")]
     prof = profile_lines(fig)
     if prof:
         lines += ["", *prof]
@@ -1595,7 +1598,7 @@ def scaling_lines(opts: Options, fig: Figures) -> list[str]:
     return lines
 
 
-def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
+def limit_paragraph(groups: dict[int, list[Run]], cpus: int, store: str = "postgres") -> str:
     """Where the limit is on this machine, computed from the figures."""
     rates = {n: median_rate(runs) for n, runs in groups.items()}
     best = max(rates, key=lambda n: rates[n])
@@ -1632,17 +1635,28 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int) -> str:
     elif sink >= 0.9:
         text.append("smtp-sink, one process on one core, is the limit.")
     else:
+        waits = (
+            "their turns at SQLite's one write lock (claims and results of every sender "
+            "take it in turn)"
+            if store == "sqlite"
+            else "the senders' round trips to PostgreSQL and its commits"
+        )
         text.append(
-            "Cores were left idle, so the limit is waiting rather than CPU: the senders' "
-            "round trips to PostgreSQL and its commits, or too few senders."
+            f"Cores were left idle, so the limit is waiting rather than CPU: {waits}, "
+            "or too few senders."
         )
     for n, runs in groups.items():
         if n <= best:
             continue
         r = median_run(runs)
         busy = _cores(r, "machine_cpu")
+        sharing = (
+            "the senders and smtp-sink"
+            if store == "sqlite"
+            else ("the senders, PostgreSQL and smtp-sink")
+        )
         why = (
-            f": the senders, PostgreSQL and smtp-sink time-share the {cpus} cores "
+            f": {sharing} time-share the {cpus} cores "
             f"({busy:.2f} busy) and each process waits for its turn"
             if busy >= 0.9 * cpus
             else f" ({busy:.2f} of {cpus} cores busy)"

@@ -88,3 +88,10 @@ def test_idle_cores_mean_the_limit_is_waiting() -> None:
     assert "One sender count only (2 senders)" in text
     assert "PostgreSQL" not in text.split("busy:", 1)[1].split(".", 1)[0]  # not measured
     assert "Cores were left idle" in text
+
+
+def test_several_senders_on_sqlite_wait_for_its_write_lock_not_for_postgresql() -> None:
+    groups = {1: [_run(1, 5.0, 4.8, float("nan"), 6.0)], 2: [_run(2, 3.3, 4.2, float("nan"), 5.2)]}
+    text = limit_paragraph(groups, cpus=2, store="sqlite")
+    assert "2 senders are fastest: 6,061 msg/s, 1.52× 1 sender." in text
+    assert "SQLite's one write lock" in text and "PostgreSQL" not in text
