@@ -1636,8 +1636,9 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int, store: str = "postg
         text.append("smtp-sink, one process on one core, is the limit.")
     else:
         waits = (
-            "their turns at SQLite's one write lock (claims and results of every sender "
-            "take it in turn)"
+            "each sender's event loop waiting for the sink's replies and for its next "
+            "claimed batch (the senders' claims and results take SQLite's one write lock "
+            "in turn)"
             if store == "sqlite"
             else "the senders' round trips to PostgreSQL and its commits"
         )
