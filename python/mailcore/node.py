@@ -60,7 +60,17 @@ def tune_sender_process() -> None:
 def new_node_id() -> str:
     """Unique across machines and restarts: host, process, and a random part (a pid is
     reused after a restart; a restarted process must not inherit the dead one's leases)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{_pid_space()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _pid_space() -> str:
+    """Where this process's pid means something: the host name, and the pid namespace
+    when there is one to tell (two containers may share a host name, not their pids)."""
+    host = socket.gethostname()
+    try:
+        return f"{host}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
 
 
 # Node ids whose sender runs in this process (a Mailcore's sender may stop and start again
@@ -81,12 +91,12 @@ def sender_running(node_id: str) -> Iterator[None]:
 def lease_owner_stopped(owner: str) -> bool:
     """Whether the sender that leased recipients as ``owner`` (a :func:`new_node_id`) has
     certainly stopped: a node of this process whose sender is not running, or of another
-    process of this machine that is gone. False when it may still run (its process is
-    alive, or a reused pid looks so), or runs on another machine: then only its leases'
-    expiry tells."""
-    host, _, rest = owner.partition(":")
+    process of this machine and pid namespace that is gone. False when it may still run
+    (its process is alive, or a reused pid looks so), or runs on another machine or in
+    another container: then only its leases' expiry tells."""
+    space, _, rest = owner.partition(":")
     pid_text, _, _ = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if space != _pid_space() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sqlite3
 import sys
 from contextlib import closing
@@ -280,7 +279,7 @@ async def test_a_starting_sender_takes_back_at_once_what_stopped_senders_held(
     earlier sender, or a process that is gone. A live process's stay its own."""
     async with Mailcore.open(settings) as mc:
         _, campaign_id = await sending(mc, 30)
-        host = socket.gethostname()
+        host = new_node_id().rsplit(":", 2)[0]  # host and pid namespace
         child = await anyio.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             alive = f"{host}:{child.pid}:aaaaaa"

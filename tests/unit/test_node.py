@@ -45,7 +45,7 @@ def test_a_lease_owner_has_stopped_only_when_this_machine_can_tell() -> None:
 
     from mailcore.node import lease_owner_stopped, sender_running
 
-    host = socket.gethostname()
+    host = new_node_id().rsplit(":", 2)[0]  # host and pid namespace
     # A node of this process: stopped unless its sender runs now.
     mine = new_node_id()
     assert lease_owner_stopped(mine)
@@ -74,3 +74,5 @@ def test_a_lease_owner_has_stopped_only_when_this_machine_can_tell() -> None:
     assert not lease_owner_stopped(f"elsewhere.example:{child.pid}:abcdef")
     assert not lease_owner_stopped("live")
     assert not lease_owner_stopped(f"{host}:notapid:abcdef")
+    # Same host name, another pid namespace (another container): its pids are not ours.
+    assert not lease_owner_stopped(f"{socket.gethostname()}~1:{child.pid}:abcdef")
