@@ -6,7 +6,7 @@
 //! `BDAT`, the newlines alone are normalised. The Python reference these are tested
 //! against (by hypothesis) lives in `tests/smtp`.
 
-use memchr::memchr2;
+use memchr::{memchr2, memmem};
 
 /// `content` with every bare CR and bare LF turned into CRLF, ending in CRLF unless it
 /// is empty; `None` when it already is exactly that (the caller keeps its own copy).
@@ -37,7 +37,16 @@ pub fn normalize_piece(piece: &[u8]) -> Option<Vec<u8>> {
 /// dot-stuffed, and terminated by `.<CRLF>`.
 pub fn data_content(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 8);
-    frame_into(content, true, &mut out);
+    if content.first() != Some(&b'.')
+        && memmem::find(content, b"\n.").is_none()
+        && is_normalized(content)
+    {
+        // The usual case (a rendered message): nothing to stuff or mend, one copy. Two
+        // vectorised scans instead of a step per line.
+        out.extend_from_slice(content);
+    } else {
+        frame_into(content, true, &mut out);
+    }
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -46,16 +55,34 @@ pub fn data_content(content: &[u8]) -> Vec<u8> {
 }
 
 /// Whether every CR in `content` is followed by LF and every LF preceded by CR.
+///
+/// Counted rather than searched: every CRLF pair holds one CR and one LF, so the content
+/// is normalised exactly when it has as many CRs and as many LFs as pairs. The counting
+/// loop vectorises (u8 lanes, summed per block of 255 so none overflows); a search for
+/// each newline took a step per line, about four times longer on a rendered message.
 pub fn is_normalized(content: &[u8]) -> bool {
-    let mut rest = content;
-    while let Some(i) = memchr2(b'\r', b'\n', rest) {
-        // A CRLF is stepped over whole, so any LF found is a bare one.
-        if rest[i] == b'\n' || rest.get(i + 1) != Some(&b'\n') {
-            return false;
+    let Some((&last, _)) = content.split_last() else {
+        return true;
+    };
+    let (mut cr, mut lf, mut pairs) = (
+        u64::from(last == b'\r'),
+        u64::from(content[0] == b'\n'),
+        0u64,
+    );
+    let (heads, tails) = (&content[..content.len() - 1], &content[1..]);
+    for (head, tail) in heads.chunks(255).zip(tails.chunks(255)) {
+        let (mut block_cr, mut block_lf, mut block_pairs) = (0u8, 0u8, 0u8);
+        for (&a, &b) in head.iter().zip(tail) {
+            let (is_cr, is_lf) = (u8::from(a == b'\r'), u8::from(b == b'\n'));
+            block_cr += is_cr;
+            block_lf += is_lf;
+            block_pairs += is_cr & is_lf;
         }
-        rest = &rest[i + 2..];
+        cr += u64::from(block_cr);
+        lf += u64::from(block_lf);
+        pairs += u64::from(block_pairs);
     }
-    true
+    cr == pairs && lf == pairs
 }
 
 fn frame_into(content: &[u8], stuff: bool, out: &mut Vec<u8>) {
@@ -137,6 +164,45 @@ mod tests {
             }
         }
         assert_eq!(count, 21_845);
+    }
+
+    #[test]
+    fn long_contents_agree_with_the_reference() {
+        // Longer than the counting blocks (255), newlines and dots at every offset, clean
+        // or not: a fixed pseudo-random sequence (no dependency, same cases every run).
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        for case in 0..3_000 {
+            let len = (next() % 1_200) as usize;
+            let clean = case % 2 == 0; // half of them CRLF-only, as a renderer writes
+            let mut content = Vec::with_capacity(len + 2);
+            while content.len() < len {
+                match next() % 40 {
+                    0 if clean => content.extend_from_slice(b"\r\n"),
+                    0 => content.push(b'\r'),
+                    1 if clean => content.extend_from_slice(b"\r\n"),
+                    1 => content.push(b'\n'),
+                    2 => content.push(b'.'),
+                    _ => content.push(b'a'),
+                }
+            }
+            let normal = reference(&content, false);
+            assert_eq!(
+                data_content(&content),
+                reference(&content, true),
+                "{content:?}"
+            );
+            assert_eq!(
+                is_normalized(&content),
+                normal == content || normal == [content.as_slice(), b"\r\n"].concat(),
+                "{content:?}"
+            );
+        }
     }
 
     #[test]
