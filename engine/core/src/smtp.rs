@@ -147,19 +147,7 @@ mod tests {
         for len in 0..=7u32 {
             for n in 0..4usize.pow(len) {
                 let content: Vec<u8> = (0..len).map(|k| alphabet[(n >> (2 * k)) & 3]).collect();
-                let normal = reference(&content, false);
-                let got = normalize_newlines(&content).unwrap_or_else(|| content.clone());
-                assert_eq!(got, normal, "{content:?}");
-                assert_eq!(
-                    data_content(&content),
-                    reference(&content, true),
-                    "{content:?}"
-                );
-                assert_eq!(
-                    is_normalized(&content),
-                    normal == content || normal == [content.as_slice(), b"\r\n"].concat(),
-                    "{content:?}"
-                );
+                assert_agrees_with_reference(&content);
                 count += 1;
             }
         }
@@ -191,18 +179,26 @@ mod tests {
                     _ => content.push(b'a'),
                 }
             }
-            let normal = reference(&content, false);
-            assert_eq!(
-                data_content(&content),
-                reference(&content, true),
-                "{content:?}"
-            );
-            assert_eq!(
-                is_normalized(&content),
-                normal == content || normal == [content.as_slice(), b"\r\n"].concat(),
-                "{content:?}"
-            );
+            assert_agrees_with_reference(&content);
         }
+    }
+
+    /// Every framing function against the reference: normalised, stuffed, and whether
+    /// the content already was normal.
+    fn assert_agrees_with_reference(content: &[u8]) {
+        let normal = reference(content, false);
+        let got = normalize_newlines(content).unwrap_or_else(|| content.to_vec());
+        assert_eq!(got, normal, "{content:?}");
+        assert_eq!(
+            data_content(content),
+            reference(content, true),
+            "{content:?}"
+        );
+        assert_eq!(
+            is_normalized(content),
+            normal == content || normal == [content, b"\r\n"].concat(),
+            "{content:?}"
+        );
     }
 
     #[test]
