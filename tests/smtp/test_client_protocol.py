@@ -13,6 +13,7 @@ from mailcore.smtp import (
     NEED_DATA,
     AuthLogin,
     AuthPlain,
+    Bdat,
     ClientEvent,
     ClientProtocol,
     Command,
@@ -34,6 +35,7 @@ from mailcore.smtp import (
     Rset,
     StartTls,
 )
+from mailcore.smtp.protocol import ReplyReader
 
 EHLO_OK = b"250-mx.test greets you\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
 EHLO_OK += b"250-SMTPUTF8\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 ENHANCEDSTATUSCODES\r\n"
@@ -70,10 +72,12 @@ text = st.text(
 
 
 @st.composite
-def replies(draw: st.DrawFn, codes: list[int]) -> tuple[Reply, tuple[int, int, int] | None]:
+def replies(
+    draw: st.DrawFn, codes: list[int], max_lines: int = 4
+) -> tuple[Reply, tuple[int, int, int] | None]:
     """A reply and the enhanced code its first line starts with."""
     code = draw(st.sampled_from(codes))
-    lines = draw(st.lists(text, min_size=1, max_size=4))
+    lines = draw(st.lists(text, min_size=1, max_size=max_lines))
     detail = None
     if code // 100 != 3 and draw(st.booleans()):
         detail = (code // 100, draw(st.integers(0, 999)), draw(st.integers(0, 999)))
@@ -571,3 +575,161 @@ def test_a_sender_pipelines_one_group_per_message() -> None:
         "Data",
     ]
     assert proto.phase is Phase.BODY
+
+
+# -- a pipelined group's replies in one call ------------------------------------------------
+
+EHLO_CHUNKING = EHLO_OK.replace(b"250 ENHANCEDSTATUSCODES", b"250-CHUNKING\r\n250 ENHANCED")
+
+Outcome = tuple[object, ...]
+
+
+class Feed:
+    """A machine that has sent ``plan``, reading ``stream`` in ``chunks``, then EOF."""
+
+    def __init__(self, plan: list[Command], chunks: list[bytes]) -> None:
+        self.commands = len(plan)  # each gets one reply (or the connection closes)
+        self.proto = ready(EHLO_CHUNKING)
+        for command in plan:
+            self.proto.send(command)
+        self.chunks = iter(chunks)
+
+    def more(self) -> None:
+        self.proto.receive_data(next(self.chunks, b""))
+
+    def event(self) -> ClientEvent:
+        while (event := self.proto.next_event()) is NEED_DATA:
+            self.more()
+        return event
+
+
+def answered(feed: Feed, sizes: list[int] | None) -> list[Outcome]:
+    """Every reply, read one event at a time (``sizes`` None) or in groups of the sizes
+    drawn through next_replies (one event at a time where it says None), as the client
+    does; then how the reading ended, and the machine's state."""
+    got: list[Outcome] = []
+    groups = iter(sizes or ())
+    try:
+        while len(got) < feed.commands:
+            count = min(next(groups, 1), feed.commands - len(got))
+            replies = feed.proto.next_replies(count) if sizes is not None else None
+            for _ in range(10_000):
+                if replies is not NEED_DATA:
+                    break
+                assert 0 <= feed.proto.ready < count
+                feed.more()
+                replies = feed.proto.next_replies(count)
+            assert replies is not NEED_DATA
+            if replies is not None:
+                got += [("reply", r.code, r.lines) for r in replies]
+                continue
+            for _ in range(count):
+                event = feed.event()
+                if isinstance(event, ConnectionClosed):
+                    return [*got, ("closed",), final(feed.proto)]
+                assert isinstance(event, Response)
+                got.append(("reply", event.reply.code, event.reply.lines))
+    except RemoteProtocolError:
+        got.append(("remote error",))
+    return [*got, final(feed.proto)]
+
+
+def final(proto: ClientProtocol) -> Outcome:
+    return (*state(proto), proto.ehlo, proto.starttls_done, proto.authenticated)
+
+
+GROUP_CODES = [250, 251, 334, 354, 421, 450, 451, 452, 550, 552, 554]
+# Mostly one line each, as servers answer a transaction, so that whole groups are too.
+group_replies = st.one_of(replies(GROUP_CODES, max_lines=1), replies(GROUP_CODES))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    groups=st.lists(
+        st.tuples(st.booleans(), st.integers(1, 3), st.sampled_from(["data", "bdat", "none"])),
+        min_size=1,
+        max_size=3,
+    ),
+    tail=st.sampled_from([None, None, Noop(), Quit()]),
+    alone=st.sampled_from([None] * 5 + [Ehlo("c.test"), StartTls(), AuthLogin("u", "p")]),
+    data=st.data(),
+    garbage=st.sampled_from([None, None, None, b"hello\r\n", b"250\rx\r\n", b"2x0 a\r\n"]),
+    garbage_at=st.integers(0, 16),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+    sizes=st.lists(st.integers(1, 6), max_size=12),
+)
+def test_replies_taken_in_groups_are_the_replies_taken_one_by_one(
+    groups: list[tuple[bool, int, str]],
+    tail: Command | None,
+    alone: Command | None,
+    data: st.DataObject,
+    garbage: bytes | None,
+    garbage_at: int,
+    cuts: list[int],
+    sizes: list[int],
+) -> None:
+    """next_replies gives what next_event gives, leaves the machine in the same state,
+    and fails where it fails, whatever the commands (transactions, or one that is not
+    part of one), the replies (multi-line, 421, 334, garbage, EOF too early) and however
+    they are split: a sender can read a group in one call."""
+    plan: list[Command] = []
+    for rset, rcpts, kind in groups:
+        plan += [Rset()] * rset + [Mail("s@b.test")]
+        plan += [Rcpt(f"r{i}@b.test") for i in range(rcpts)]
+        if kind == "bdat":
+            plan.append(Bdat(b"Hi\r\n"))
+        else:  # the content waits for the 354, the envelope for its replies
+            plan += [Data()] * (kind == "data")
+            break
+    if tail is not None and not isinstance(plan[-1], Data):  # after DATA: only the content
+        plan.append(tail)
+    if alone is not None:  # a command that is sent alone, its reply awaited
+        plan = [alone]
+    # A reply per command (334s and 421s aside), or fewer: EOF comes too early.
+    count = max(0, len(plan) - data.draw(st.sampled_from([0, 0, 0, 1, 2])))
+    drawn = data.draw(st.lists(group_replies, min_size=count, max_size=count + 1))
+    lines = [r.to_bytes() for r, _ in drawn]
+    if garbage is not None:
+        lines.insert(min(garbage_at, len(lines)), garbage)
+    stream = b"".join(lines)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    chunks = [c for c in chunks if c]  # b"" would mean EOF
+    one_by_one = answered(Feed(plan, chunks), None)
+    assert answered(Feed(plan, chunks), sizes) == one_by_one
+    assert answered(Feed(plan, [stream]), [len(plan)]) == one_by_one
+
+
+def test_a_group_of_plain_replies_is_taken_in_one_call() -> None:
+    proto = ready(EHLO_CHUNKING)
+    proto.send_transaction(Mail("s@b.test"), [Rcpt("r@b.test"), Rcpt("q@b.test")])
+    proto.receive_data(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n")
+    assert proto.next_replies(4) is NEED_DATA
+    assert proto.ready == 2
+    proto.receive_data(b"550 5.1.1 no such user\r\n354 go")
+    assert proto.next_replies(4) is NEED_DATA
+    assert proto.ready == 3
+    proto.receive_data(b"\r\n")
+    got = proto.next_replies(4)
+    assert isinstance(got, list)
+    assert [(r.code, r.enhanced) for r in got] == [
+        (250, (2, 1, 0)),
+        (250, (2, 1, 5)),
+        (550, (5, 1, 1)),
+        (354, None),
+    ]
+    assert proto.phase is Phase.BODY and not proto.outstanding
+    # A 421 closes the session: that goes through next_event, which answers every
+    # command in flight with it.
+    proto.send_transaction(Mail("s@b.test"), [Rcpt("r@b.test")], body=Message(b"Hi\r\n"))
+    proto.receive_data(b"250 2.0.0 queued\r\n421 4.3.2 closing\r\n")
+    assert proto.next_replies(4) is None
+    assert [e.reply.code for e in drain(proto) if isinstance(e, Response)] == [250, 421, 421, 421]
+    assert proto.phase is Phase.CLOSING
+    # The reader's own word: a 421 is never taken in bulk, even one seen before.
+    reader = ReplyReader()
+    reader.feed(b"421 4.3.2 bye\r\n250 ok\r\n")
+    assert [r.code for r in (reader.next_reply(), reader.next_reply()) if r] == [421, 250]
+    reader.feed(b"250 ok\r\n421 4.3.2 bye\r\n")
+    assert reader.take(2) is None
+    assert reader.take(1) == [Reply(250, ("ok",))]

@@ -332,6 +332,7 @@ class SmtpConnection:
         self._clock = _event_loop_clock()
         self._phase = "connect"
         self._limit = 0.0  # the time limit of the phase
+        self._phase_table: dict[tuple[bool, int, str], tuple[tuple[str, float], ...]] = {}
         self.greeting: Reply | None = None
 
     # -- state -----------------------------------------------------------------------
@@ -580,6 +581,43 @@ class SmtpConnection:
             return event.reply
         raise SmtpConnectionLost(phase, outcome_unknown=self._in_doubt)
 
+    async def _replies(self, phases: Sequence[tuple[str, float]]) -> list[Reply]:
+        """The replies to the next ``len(phases)`` commands, inside :meth:`_phases`, in
+        bulk when they are plain (:meth:`ClientProtocol.next_replies`: one call for a
+        pipelined group instead of several per reply), else one at a time; each phase's
+        time limit is armed only if its reply has to be waited for."""
+        proto = self._proto
+        count = len(phases)
+        while (replies := proto.next_replies(count)) is NEED_DATA:
+            self._arm(*phases[proto.ready])
+            try:
+                data = await self._stream.receive(_RECEIVE_SIZE)
+            except anyio.EndOfStream:
+                data = b""
+            proto.receive_data(data)
+        if replies is None:  # a 421, EOF, a multi-line reply…: the general path
+            return [await self._reply(phase, seconds) for phase, seconds in phases]
+        self._phase = phases[-1][0]
+        return replies
+
+    def _group_phases(self, rset: bool, rcpts: int, last: str) -> tuple[tuple[str, float], ...]:
+        """The phase and time limit of each reply to a pipelined group: RSET (when
+        ``rset``), MAIL, ``rcpts`` RCPTs, then ``last`` (DATA, or the message's end)."""
+        key = (rset, rcpts, last)
+        phases = self._phase_table.get(key)
+        if phases is None:
+            cfg = self.config
+            end = cfg.data_timeout if last == "data" else cfg.message_end_timeout
+            phases = (
+                (("rset", cfg.mail_timeout),) * rset
+                + (("mail", cfg.mail_timeout),)
+                + (("rcpt", cfg.rcpt_timeout),) * rcpts
+                + ((last, end),)
+            )
+            if len(self._phase_table) < 64:
+                self._phase_table[key] = phases
+        return phases
+
     async def _command(self, command: Command, phase: str, seconds: float) -> Reply:
         with self._guard(phase, seconds):
             await self._stream.send(self._proto.send(command))
@@ -815,17 +853,15 @@ class SmtpConnection:
                     await self._stream.send(b"".join(out))
                     written = self._in_doubt = True  # every message of the round is written
                     for i, msg in batch:
-                        if rset:
-                            await self._reply("rset", cfg.mail_timeout)
-                        rset = True
-                        mail_reply = await self._reply("mail", cfg.mail_timeout)
-                        rcpt_replies = [
-                            await self._reply("rcpt", cfg.rcpt_timeout) for _ in msg.rcpts
-                        ]
-                        final = await self._reply("message-end", cfg.message_end_timeout)
-                        outcome = SendOutcome(
-                            mail_reply, tuple(zip(msg.rcpts, rcpt_replies, strict=True)), final
+                        replies = await self._replies(
+                            self._group_phases(rset, len(msg.rcpts), "message-end")
                         )
+                        outcome = SendOutcome(
+                            replies[rset],
+                            tuple(zip(msg.rcpts, replies[rset + 1 : -1], strict=True)),
+                            replies[-1],
+                        )
+                        rset = True
                         results[i] = outcome
                         done += 1
                         if self._broken:  # a 421: this message has its answer, no other
@@ -850,6 +886,7 @@ class SmtpConnection:
         one's MAIL, RCPT… and DATA (DATA ends the group, RFC 2920 §3.1)."""
         cfg = self.config
         proto = self._proto
+        final_phase = (("message-end", cfg.message_end_timeout),)
         # The message whose DATA got its 354: (index, message, envelope replies, whether
         # it has a recipient to deliver to).
         body: tuple[int, _Prepared, Reply, list[Reply], bool] | None = None
@@ -884,7 +921,7 @@ class SmtpConnection:
                     if body is not None:
                         i, msg, mail_reply, rcpt_replies, deliverable = body
                         self._in_doubt = deliverable
-                        final = await self._reply("message-end", cfg.message_end_timeout)
+                        (final,) = await self._replies(final_phase)
                         self._in_doubt = False
                         results[i] = SendOutcome(
                             mail_reply,
@@ -898,18 +935,14 @@ class SmtpConnection:
                         return
                     i, msg = nxt
                     blame = i
-                    if rset:
-                        await self._reply("rset", cfg.mail_timeout)
-                    mail_reply = await self._reply("mail", cfg.mail_timeout)
-                    rcpt_replies = []
-                    deliverable = False
-                    for _ in msg.rcpts:  # (a plain loop: an async comprehension costs more)
-                        reply = await self._reply("rcpt", cfg.rcpt_timeout)
-                        rcpt_replies.append(reply)
-                        deliverable = deliverable or reply.is_positive_completion
-                    data_reply = await self._reply("data", cfg.data_timeout)
+                    replies = await self._replies(self._group_phases(rset, len(msg.rcpts), "data"))
+                    mail_reply = replies[rset]
+                    rcpt_replies = replies[rset + 1 : -1]
+                    data_reply = replies[-1]
                     if data_reply.code == 354:
-                        deliverable = deliverable and mail_reply.is_positive_completion
+                        deliverable = 200 <= mail_reply.code < 300 and any(
+                            200 <= r.code < 300 for r in rcpt_replies
+                        )
                         body = (i, msg, mail_reply, rcpt_replies, deliverable)
                     else:
                         results[i] = SendOutcome(
