@@ -56,6 +56,15 @@ def smtp_data_content(content: bytes) -> bytes:
     """What follows the 354 reply to DATA: newlines normalised, dot-stuffed, and the
     ``.<CRLF>`` terminator added."""
 
+def smtp_data_group(
+    body: bytes | None, rset: bool, mail: bytes, rcpts: list[str], utf8: bool
+) -> bytes | None:
+    """One pipelined DATA group in one ``bytes``: ``body`` framed as by
+    :func:`smtp_data_content`, ``RSET`` when ``rset``, the ``mail`` command line as given,
+    ``RCPT TO:<r>`` per recipient, ``DATA``; None when a recipient cannot go on a command
+    line (empty, a control character, ``<`` or ``>``, non-ASCII without ``utf8``, longer
+    than 512 bytes in UTF-8, not encodable)."""
+
 @final
 class Template:
     """A compiled merge-tag template (``{{ path }}`` / ``{{ path | default: "x" }}``).

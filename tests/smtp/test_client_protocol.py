@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailcore import _engine
 from mailcore.smtp import (
     NEED_DATA,
     AuthLogin,
@@ -35,7 +36,7 @@ from mailcore.smtp import (
     Rset,
     StartTls,
 )
-from mailcore.smtp.protocol import ReplyReader
+from mailcore.smtp.protocol import ReplyReader, check_address
 
 EHLO_OK = b"250-mx.test greets you\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
 EHLO_OK += b"250-SMTPUTF8\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 ENHANCEDSTATUSCODES\r\n"
@@ -733,3 +734,30 @@ def test_a_group_of_plain_replies_is_taken_in_one_call() -> None:
     reader.feed(b"250 ok\r\n421 4.3.2 bye\r\n")
     assert reader.take(2) is None
     assert reader.take(1) == [Reply(250, ("ok",))]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    address=st.one_of(
+        st.text(max_size=20),
+        st.text(alphabet=st.sampled_from("ab@.\r\n\x00\x1f\x7f<> ü\ud800"), max_size=12),
+        st.integers(500, 520).map(lambda n: "a" * (n - 7) + "@b.test"),
+        st.integers(250, 260).map(lambda n: "ü" * n + "@b.test"),
+    ),
+    utf8=st.booleans(),
+)
+def test_the_engine_refuses_exactly_the_recipients_check_address_refuses(
+    address: str, utf8: bool
+) -> None:
+    """The group is built in the engine (one buffer); the recipients it refuses are the
+    ones check_address refuses, so the machine's word is the same either way."""
+    try:
+        check_address(address, utf8=utf8)
+    except (LocalProtocolError, UnicodeEncodeError):
+        allowed = False
+    else:
+        allowed = True
+    group = _engine.smtp_data_group(None, False, b"MAIL FROM:<>\r\n", [address], utf8)
+    assert (group is not None) == allowed
+    if allowed:
+        assert group == f"MAIL FROM:<>\r\nRCPT TO:<{address}>\r\nDATA\r\n".encode()

@@ -37,6 +37,62 @@ pub fn normalize_piece(piece: &[u8]) -> Option<Vec<u8>> {
 /// dot-stuffed, and terminated by `.<CRLF>`.
 pub fn data_content(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 8);
+    data_content_into(content, &mut out);
+    out
+}
+
+/// The longest address a command line takes, in bytes (RFC 5321 §4.5.3.1.3 allows 256
+/// for a path; some servers take more, so the client allows what a line can hold).
+pub const MAX_ADDRESS: usize = 512;
+
+/// Whether `address` can go in `RCPT TO:<…>`: not empty, no control character, `<` or
+/// `>` (so no CR or LF can inject a command), ASCII unless `utf8` (SMTPUTF8), at most
+/// [`MAX_ADDRESS`] bytes.
+pub fn address_ok(address: &str, utf8: bool) -> bool {
+    !address.is_empty()
+        && address.len() <= MAX_ADDRESS
+        && (utf8 || address.is_ascii())
+        && !address
+            .chars()
+            .any(|c| c < ' ' || c == '\x7f' || c == '<' || c == '>')
+}
+
+/// One pipelined group of a transaction sent with DATA (RFC 2920 §3.1: DATA ends the
+/// group), in one buffer: `body` (the previous transaction's content, after its 354) as
+/// [`data_content`] frames it, `RSET` when `rset`, the `mail` command line as given, a
+/// `RCPT TO` per recipient, then `DATA`. `None` when a recipient fails [`address_ok`]:
+/// nothing of the group may go out then.
+pub fn data_group(
+    body: Option<&[u8]>,
+    rset: bool,
+    mail: &[u8],
+    rcpts: &[&str],
+    utf8: bool,
+) -> Option<Vec<u8>> {
+    if !rcpts.iter().all(|r| address_ok(r, utf8)) {
+        return None;
+    }
+    let envelope = mail.len() + rcpts.iter().map(|r| r.len() + 12).sum::<usize>() + 14;
+    let body_len = body.map_or(0, |b| b.len() + b.len() / 32 + 8);
+    let mut out = Vec::with_capacity(body_len + envelope);
+    if let Some(body) = body {
+        data_content_into(body, &mut out);
+    }
+    if rset {
+        out.extend_from_slice(b"RSET\r\n");
+    }
+    out.extend_from_slice(mail);
+    for rcpt in rcpts {
+        out.extend_from_slice(b"RCPT TO:<");
+        out.extend_from_slice(rcpt.as_bytes());
+        out.extend_from_slice(b">\r\n");
+    }
+    out.extend_from_slice(b"DATA\r\n");
+    Some(out)
+}
+
+fn data_content_into(content: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     if content.first() != Some(&b'.')
         && memmem::find(content, b"\n.").is_none()
         && is_normalized(content)
@@ -45,13 +101,12 @@ pub fn data_content(content: &[u8]) -> Vec<u8> {
         // vectorised scans instead of a step per line.
         out.extend_from_slice(content);
     } else {
-        frame_into(content, true, &mut out);
+        frame_into(content, true, out);
     }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
+    if out.len() > start && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
-    out
 }
 
 /// Whether every CR in `content` is followed by LF and every LF preceded by CR.
@@ -210,5 +265,44 @@ mod tests {
         assert_eq!(normalize_piece(b"a\rb\n"), Some(b"a\r\nb\r\n".to_vec()));
         assert_eq!(data_content(b""), b".\r\n");
         assert_eq!(data_content(b".a\n.\n"), b"..a\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn a_data_group_is_its_pieces_in_one_buffer() {
+        let mail = b"MAIL FROM:<s@b.test>\r\n";
+        assert_eq!(
+            data_group(None, false, mail, &["r@b.test"], false).unwrap(),
+            b"MAIL FROM:<s@b.test>\r\nRCPT TO:<r@b.test>\r\nDATA\r\n"
+        );
+        for body in [&b""[..], b"Hi\n.dot", b"clean\r\n", b".\r\n"] {
+            let got = data_group(Some(body), true, mail, &["r@b.test", "q@b.test"], false);
+            let want = [
+                &data_content(body)[..],
+                b"RSET\r\n",
+                mail,
+                b"RCPT TO:<r@b.test>\r\nRCPT TO:<q@b.test>\r\nDATA\r\n",
+            ]
+            .concat();
+            assert_eq!(got.unwrap(), want, "{body:?}");
+        }
+        // One recipient that cannot go on a command line and nothing is framed.
+        let bad = [
+            "",
+            "a\r\nDATA@b.test",
+            "<x>@b.test",
+            "a\x7f@b.test",
+            "\u{fc}@b.test",
+        ];
+        for rcpt in bad {
+            assert_eq!(
+                data_group(Some(b"x"), false, mail, &["r@b.test", rcpt], false),
+                None,
+                "{rcpt:?}"
+            );
+        }
+        assert!(data_group(None, false, mail, &["\u{fc}@b.test"], true).is_some());
+        let long = "a".repeat(MAX_ADDRESS - 7) + "@b.test";
+        assert!(address_ok(&long, false));
+        assert!(!address_ok(&(long + "x"), false));
     }
 }

@@ -813,6 +813,34 @@ fn smtp_data_content<'py>(content: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> 
     )
 }
 
+/// One pipelined DATA group: `body` framed, `RSET`, `mail`, a `RCPT TO` per recipient,
+/// `DATA`, in one `bytes`; None when a recipient cannot go on a command line (the
+/// caller's checks then say why).
+#[pyfunction]
+#[pyo3(signature = (body, rset, mail, rcpts, utf8))]
+fn smtp_data_group<'py>(
+    py: Python<'py>,
+    body: Option<&Bound<'py, PyBytes>>,
+    rset: bool,
+    mail: &Bound<'py, PyBytes>,
+    rcpts: Vec<Bound<'py, PyString>>,
+    utf8: bool,
+) -> Option<Bound<'py, PyBytes>> {
+    // A string that is not valid UTF-8 (a lone surrogate) is no address either.
+    let rcpts: Vec<&str> = rcpts
+        .iter()
+        .map(|r| r.to_str().ok())
+        .collect::<Option<_>>()?;
+    let group = engine::smtp::data_group(
+        body.map(|b| b.as_bytes()),
+        rset,
+        mail.as_bytes(),
+        &rcpts,
+        utf8,
+    )?;
+    Some(PyBytes::new(py, &group))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -832,6 +860,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(smtp_normalize_newlines, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_normalize_piece, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_content, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_data_group, m)?)?;
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;

@@ -585,22 +585,24 @@ class ClientProtocol:
         # the table allows body, RSET, MAIL, RCPT… and DATA; what is left to check is the
         # commands themselves.
         utf8 = mail.smtputf8
-        out = [self._encode(mail)]
-        for rcpt in rcpts:
-            check_address(rcpt.recipient, utf8=utf8)
-            out.append(f"RCPT TO:<{rcpt.recipient}>\r\n".encode())
-        out.append(b"DATA\r\n")
+        content = _as_bytes(body.content) if body is not None else None
+        # One buffer, one copy of the content (the engine frames it in place).
+        out = _engine.smtp_data_group(
+            content, rset, self._encode(mail), [r.recipient for r in rcpts], utf8
+        )
+        if out is None:  # a recipient that cannot be sent: say which and why
+            for rcpt in rcpts:
+                check_address(rcpt.recipient, utf8=utf8)
+            raise LocalProtocolError("a recipient cannot go on a command line")
         if rset:
-            out.insert(0, b"RSET\r\n")
             self._chunk_cr, self._chunk_crlf = False, True
         if body is not None:
-            out.insert(0, encode_message(body.content))
             self._sent(body.content)
         self._phase = Phase.DATA
         self._txn_failed = False
         self._txn_utf8 = utf8
         outstanding += commands
-        return b"".join(out)
+        return out
 
     def _copy(self) -> ClientProtocol:
         """A machine in this one's state for trying commands on (no reader, no events)."""
