@@ -352,6 +352,35 @@ async def test_data_break_mid_pipeline() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("answer", [DROP, HANG], ids=["drop", "hang"])
+async def test_data_break_between_a_final_reply_and_the_next_envelope(answer: object) -> None:
+    """The client reads a message's final reply and the next envelope's replies in one
+    go when they come together; when only the first comes, that message still has its
+    outcome, and the next one (whose content never went) is not in doubt."""
+
+    def script(proto: ServerProtocol, event: ServerEvent) -> object:
+        if isinstance(event, MailFrom) and event.address.startswith("c@"):
+            return answer
+        return None
+
+    async with scripted_server(script, chunking=False) as server:  # type: ignore[arg-type]
+        cfg = relay(server.port, chunking=False, mail_timeout=0.3, rcpt_timeout=0.3)
+        async with await SmtpConnection.open(cfg) as conn:
+            senders = ["a@x.test", "b@x.test", "c@x.test", "d@x.test"]
+            results = await conn.send_many([(s, ["r@y.test"], b"m") for s in senders])
+            assert conn.broken
+    assert [r.status("r@y.test") for r in results[:2] if isinstance(r, SendOutcome)] == [
+        "delivered",
+        "delivered",
+    ]
+    lost = results[2]
+    assert isinstance(lost, SmtpTimeout if answer is HANG else SmtpConnectionLost)
+    assert not lost.outcome_unknown
+    assert isinstance(results[3], SmtpUntried)
+    assert sum(isinstance(e, MessageReceived) for e in server.log) == 2
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
 async def test_421_mid_pipeline_leaves_the_rest_untried(chunking: bool) -> None:
     bye = Reply.of(421, "4.3.2 shutting down")

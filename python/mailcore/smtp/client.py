@@ -588,17 +588,28 @@ class SmtpConnection:
         time limit is armed only if its reply has to be waited for."""
         proto = self._proto
         count = len(phases)
+        await self._receive(*phases[0])
         while (replies := proto.next_replies(count)) is NEED_DATA:
             self._arm(*phases[proto.ready])
-            try:
-                data = await self._stream.receive(_RECEIVE_SIZE)
-            except anyio.EndOfStream:
-                data = b""
-            proto.receive_data(data)
+            await self._receive_more()
         if replies is None:  # a 421, EOF, a multi-line reply…: the general path
             return [await self._reply(phase, seconds) for phase, seconds in phases]
         self._phase = phases[-1][0]
         return replies
+
+    async def _receive(self, phase: str, seconds: float) -> None:
+        """Read the server's next bytes under ``phase``'s time limit, unless some are
+        already buffered (after a write, none usually is: this saves parsing nothing)."""
+        if self._proto.idle:
+            self._arm(phase, seconds)
+            await self._receive_more()
+
+    async def _receive_more(self) -> None:
+        try:
+            data = await self._stream.receive(_RECEIVE_SIZE)
+        except anyio.EndOfStream:
+            data = b""
+        self._proto.receive_data(data)
 
     def _group_phases(self, rset: bool, rcpts: int, last: str) -> tuple[tuple[str, float], ...]:
         """The phase and time limit of each reply to a pipelined group: RSET (when
@@ -918,10 +929,20 @@ class SmtpConnection:
                     blame = body[0] if body is not None else nxt[0] if nxt else None
                     self._arm("message" if body is not None else "mail", cfg.message_timeout)
                     await self._stream.send(out)
+                    envelope: list[Reply] | None = None  # replies to this one's group
                     if body is not None:
                         i, msg, mail_reply, rcpt_replies, deliverable = body
                         self._in_doubt = deliverable
-                        (final,) = await self._replies(final_phase)
+                        if nxt is not None:
+                            # The final reply and the next group's usually come in one
+                            # read: one call for all, else one for each (below).
+                            group = self._group_phases(rset, len(nxt[1].rcpts), "data")
+                            await self._receive(*final_phase[0])
+                            got = proto.next_replies(1 + len(group))
+                            if type(got) is list:
+                                final, envelope = got[0], got[1:]
+                        if envelope is None:
+                            (final,) = await self._replies(final_phase)
                         self._in_doubt = False
                         results[i] = SendOutcome(
                             mail_reply,
@@ -935,7 +956,9 @@ class SmtpConnection:
                         return
                     i, msg = nxt
                     blame = i
-                    replies = await self._replies(self._group_phases(rset, len(msg.rcpts), "data"))
+                    replies = envelope or await self._replies(
+                        self._group_phases(rset, len(msg.rcpts), "data")
+                    )
                     mail_reply = replies[rset]
                     rcpt_replies = replies[rset + 1 : -1]
                     data_reply = replies[-1]

@@ -122,6 +122,11 @@ class ReplyReader:
         self._buf += data
 
     @property
+    def buffered(self) -> bool:
+        """Whether any byte received is not yet part of a reply returned."""
+        return bool(self._buf or self._lines)
+
+    @property
     def pending(self) -> int:
         """Bytes buffered and not yet part of a complete reply."""
         return len(self._buf) + sum(len(line) for line in self._lines) + len(self._lines)
@@ -440,6 +445,12 @@ class ClientProtocol:
         if self._txn_failed and not outstanding and self._phase in (Phase.MAIL, Phase.RCPT):
             self._phase = Phase.READY  # MAIL was refused: there is no transaction
         return replies
+
+    @property
+    def idle(self) -> bool:
+        """Nothing received is waiting to be read (no bytes, no event, no EOF): the
+        next event needs data from the server."""
+        return not (self._reader.buffered or self._events or self._eof or self._error)
 
     @property
     def ready(self) -> int:
