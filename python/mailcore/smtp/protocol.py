@@ -12,7 +12,9 @@ No sockets and no clocks: feed the server's bytes with :meth:`ClientProtocol.rec
 
 Replies are matched to commands in the order sent, so PIPELINING (RFC 2920) is just
 several ``send`` calls before reading; :meth:`ClientProtocol.send_transaction` is one call
-for a pipelined message's whole group (the previous message's content, MAIL, RCPT…, DATA).
+for a pipelined message's whole group (the previous message's content, MAIL, RCPT…, DATA),
+and :meth:`ClientProtocol.next_replies` takes that group's replies in one call when they are
+plain (one line each, no 421), with the same effect as taking them one event at a time.
 CHUNKING (RFC 3030) is :class:`Bdat`: with
 PIPELINING, ``MAIL``, every ``RCPT`` and ``BDAT <n> LAST`` with the message go out in one
 write and the whole transaction costs one round trip. The state table refuses, with
