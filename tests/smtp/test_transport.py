@@ -3,7 +3,12 @@ servers that misbehave."""
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import anyio
+import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from mailcore.smtp import (
@@ -29,6 +34,7 @@ from mailcore.smtp import (
     TlsRequiredError,
     normalize_newlines,
 )
+from mailcore.smtp._plain import PlainTrioStream, plain_stream
 
 from .conftest import DROP, HANG, Recorder, Tls, aiosmtpd_server, scripted_server
 
@@ -462,3 +468,73 @@ def test_relay_config_from_url() -> None:
         RelayConfig(host="h", username="u")
     with pytest.raises(ValueError):
         RelayConfig(host="h", connect_timeout=0)
+
+
+# -- the plain stream the client uses on Trio ------------------------------------------------
+
+
+async def test_the_plain_stream_moves_every_byte_and_ends_as_anyio_streams_do() -> None:
+    """Plain TCP on Trio goes through PlainTrioStream (one system call per send and per
+    receive): a write larger than the socket buffers waits for the reader and arrives
+    whole and in order; the peer's close is EndOfStream, a reset BrokenResourceError,
+    our own close ClosedResourceError, as with anyio's stream."""
+    payload = bytes(range(256)) * 32_768  # 8 MiB: far more than the kernel buffers
+    got = bytearray()
+    done = anyio.Event()
+
+    async def peer(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            if got:  # the second connection: a clean close after a word
+                await stream.send(b"bye")
+                return
+            while len(got) < len(payload):
+                got.extend(await stream.receive())
+                await anyio.lowlevel.checkpoint()  # a slow reader: the writer must wait
+            await stream.send(b"bye")
+            await done.wait()
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, peer)
+        stream = plain_stream(await anyio.connect_tcp("127.0.0.1", port))
+        assert isinstance(stream, PlainTrioStream)
+        with anyio.fail_after(30):
+            await stream.send(payload)
+            assert await stream.receive() == b"bye"
+        assert bytes(got) == payload
+        done.set()  # the peer closes with a reset (SO_LINGER 0)
+        with anyio.fail_after(10), pytest.raises(anyio.BrokenResourceError):
+            await stream.receive()
+        await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"x")
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.receive()
+
+        async with plain_stream(await anyio.connect_tcp("127.0.0.1", port)) as other:
+            with anyio.fail_after(10):
+                assert await other.receive() == b"bye"
+                with pytest.raises(anyio.EndOfStream):
+                    await other.receive()
+        tg.cancel_scope.cancel()
+
+
+def test_on_asyncio_the_client_keeps_anyios_stream() -> None:
+    """An asyncio program embedding mailcore sends through anyio's stream (the plain
+    stream is Trio's): a whole session against the sink, on asyncio."""
+
+    async def session() -> tuple[type, bool]:
+        sink = Sink()
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(sink.serve)
+            async with await SmtpConnection.open(relay(port)) as conn:
+                kind = type(conn._stream)
+                outcome = await conn.send("a@x.test", ["b@y.test"], CONTENT)
+            tg.cancel_scope.cancel()
+        return kind, outcome.accepted("b@y.test")
+
+    kind, accepted = anyio.run(session, backend="asyncio")
+    assert accepted and kind is not PlainTrioStream

@@ -32,6 +32,7 @@ import trio
 from anyio.abc import ByteStream
 from anyio.streams.tls import TLSStream
 
+from ._plain import PlainTrioStream, plain_stream
 from .errors import (
     LocalProtocolError,
     SmtpAuthError,
@@ -394,7 +395,9 @@ class SmtpConnection:
                         tls_standard_compatible=False,
                     )
                 else:
-                    stream = await anyio.connect_tcp(config.address or config.host, config.port)
+                    stream = plain_stream(
+                        await anyio.connect_tcp(config.address or config.host, config.port)
+                    )
         except TimeoutError:
             raise SmtpTimeout("connect", config.connect_timeout) from None
         except ssl.SSLError as exc:
@@ -458,8 +461,11 @@ class SmtpConnection:
         assert self._tls_context is not None
         try:
             with self._guard("starttls", cfg.tls_timeout):
+                transport = self._stream
+                if isinstance(transport, PlainTrioStream):
+                    transport = transport.inner  # TLS goes through anyio's own stream
                 self._stream = await TLSStream.wrap(
-                    self._stream,
+                    transport,
                     server_side=False,
                     hostname=cfg.host,
                     ssl_context=self._tls_context,
