@@ -519,7 +519,30 @@ async def test_the_plain_stream_moves_every_byte_and_ends_as_anyio_streams_do() 
                 assert await other.receive() == b"bye"
                 with pytest.raises(anyio.EndOfStream):
                     await other.receive()
+
+        # Two receivers at once, and a close under a waiting receiver: anyio's errors.
+        errors: list[BaseException] = []
+        quiet_listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        quiet_port = quiet_listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with quiet_listener, anyio.create_task_group() as quiet_server:
+            quiet_server.start_soon(quiet_listener.serve, lambda stream: anyio.sleep_forever())
+            quiet = plain_stream(await anyio.connect_tcp("127.0.0.1", quiet_port))
+            async with anyio.create_task_group() as waiters:
+                waiters.start_soon(receive_from, quiet, errors)
+                await anyio.wait_all_tasks_blocked()
+                with pytest.raises(anyio.BusyResourceError):
+                    await quiet.receive()
+                await quiet.aclose()  # the waiting receiver is woken by the close
+            assert [type(e) for e in errors] == [anyio.ClosedResourceError]
+            quiet_server.cancel_scope.cancel()
         tg.cancel_scope.cancel()
+
+
+async def receive_from(stream: anyio.abc.ByteStream, errors: list[BaseException]) -> None:
+    try:
+        await stream.receive()
+    except Exception as exc:
+        errors.append(exc)
 
 
 def test_on_asyncio_the_client_keeps_anyios_stream() -> None:

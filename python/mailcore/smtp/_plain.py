@@ -15,7 +15,6 @@ streams.
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -41,7 +40,12 @@ class PlainTrioStream(ByteStream):
             try:
                 sent = sock.send(view)
             except BlockingIOError:
-                await _wait(trio.lowlevel.wait_writable, sock)
+                try:
+                    await trio.lowlevel.wait_writable(sock)
+                except trio.ClosedResourceError:
+                    raise anyio.ClosedResourceError from None
+                except trio.BusyResourceError:
+                    raise anyio.BusyResourceError("sending to") from None
                 continue
             except OSError as exc:
                 raise anyio.BrokenResourceError from exc
@@ -54,7 +58,12 @@ class PlainTrioStream(ByteStream):
                 raise anyio.ClosedResourceError
             # Wait first: after a write, the replies are not there yet. (A checkpoint
             # each time, so cancellation and the other tasks get their turn.)
-            await _wait(trio.lowlevel.wait_readable, sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:  # as anyio's stream says it
+                raise anyio.ClosedResourceError from None
+            except trio.BusyResourceError:
+                raise anyio.BusyResourceError("receiving from") from None
             try:
                 data = sock.recv(max_bytes)
             except BlockingIOError:
@@ -75,19 +84,6 @@ class PlainTrioStream(ByteStream):
     @property
     def extra_attributes(self) -> Any:
         return self.inner.extra_attributes
-
-
-async def _wait(wait: Callable[[socket.socket], Awaitable[None]], sock: socket.socket) -> None:
-    """trio's wait, its errors as anyio's (what anyio's own stream raises)."""
-    try:
-        await wait(sock)
-    except trio.ClosedResourceError:
-        raise anyio.ClosedResourceError from None
-    except trio.BusyResourceError:
-        raise anyio.BusyResourceError("receiving from" if wait is _READ else "sending to") from None
-
-
-_READ = trio.lowlevel.wait_readable
 
 
 def plain_stream(stream: ByteStream) -> ByteStream:

@@ -606,9 +606,14 @@ class SmtpConnection:
     async def _receive(self, phase: str, seconds: float) -> None:
         """Read the server's next bytes under ``phase``'s time limit, unless some are
         already buffered (after a write, none usually is: this saves parsing nothing)."""
-        if self._proto.idle:
+        proto = self._proto
+        if proto.idle:
             self._arm(phase, seconds)
-            await self._receive_more()
+            try:
+                data = await self._stream.receive(_RECEIVE_SIZE)
+            except anyio.EndOfStream:
+                data = b""
+            proto.receive_data(data)
 
     async def _receive_more(self) -> None:
         try:
