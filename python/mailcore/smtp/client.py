@@ -1,7 +1,9 @@
-"""The SMTP client transport: the only code here that touches sockets.
+"""The SMTP client transport: with ``_plain`` (its plain TCP stream on Trio), the only
+code here that touches sockets.
 
 :class:`SmtpConnection` drives a :class:`~mailcore.smtp.protocol.ClientProtocol` over an
-anyio byte stream: greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any number of
+anyio byte stream (on Trio, plain TCP through :class:`~mailcore.smtp._plain.PlainTrioStream`,
+one system call per send and per receive): greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any number of
 :meth:`SmtpConnection.send` transactions, each phase under its own time limit. When the
 server offers CHUNKING and PIPELINING, a transaction is one write (MAIL, RCPT…, ``BDAT <n>
 LAST`` and the message) and one round trip; else MAIL, RCPT… and DATA are pipelined, then
