@@ -2,8 +2,9 @@
 code here that touches sockets.
 
 :class:`SmtpConnection` drives a :class:`~mailcore.smtp.protocol.ClientProtocol` over an
-anyio byte stream (on Trio, plain TCP through :class:`~mailcore.smtp._plain.PlainTrioStream`,
-one system call per send and per receive): greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any number of
+anyio byte stream (on Trio, plain TCP goes through
+:class:`~mailcore.smtp._plain.PlainTrioStream`: one system call per send and per receive):
+greeting, EHLO (HELO fallback), STARTTLS, AUTH, then any number of
 :meth:`SmtpConnection.send` transactions, each phase under its own time limit. When the
 server offers CHUNKING and PIPELINING, a transaction is one write (MAIL, RCPT…, ``BDAT <n>
 LAST`` and the message) and one round trip; else MAIL, RCPT… and DATA are pipelined, then
@@ -598,31 +599,24 @@ class SmtpConnection:
         count = len(phases)
         await self._receive(*phases[0])
         while (replies := proto.next_replies(count)) is NEED_DATA:
-            self._arm(*phases[proto.ready])
-            await self._receive_more()
+            await self._receive(*phases[proto.ready], more=True)
         if replies is None:  # a 421, EOF, a multi-line reply…: the general path
             return [await self._reply(phase, seconds) for phase, seconds in phases]
         self._phase = phases[-1][0]
         return replies
 
-    async def _receive(self, phase: str, seconds: float) -> None:
+    async def _receive(self, phase: str, seconds: float, *, more: bool = False) -> None:
         """Read the server's next bytes under ``phase``'s time limit, unless some are
-        already buffered (after a write, none usually is: this saves parsing nothing)."""
+        buffered and not ``more`` (after a write none usually is: nothing is parsed
+        before data has come; ``more``: what is buffered is not enough)."""
         proto = self._proto
-        if proto.idle:
+        if more or proto.idle:
             self._arm(phase, seconds)
             try:
                 data = await self._stream.receive(_RECEIVE_SIZE)
             except anyio.EndOfStream:
                 data = b""
             proto.receive_data(data)
-
-    async def _receive_more(self) -> None:
-        try:
-            data = await self._stream.receive(_RECEIVE_SIZE)
-        except anyio.EndOfStream:
-            data = b""
-        self._proto.receive_data(data)
 
     def _group_phases(self, rset: bool, rcpts: int, last: str) -> tuple[tuple[str, float], ...]:
         """The phase and time limit of each reply to a pipelined group: RSET (when

@@ -105,6 +105,13 @@ def _as_bytes(content: bytes) -> bytes:
 _CACHE_SIZE = 256
 
 
+def _line_text(raw: bytes) -> str:
+    """The text of a reply line (after ``DDD`` and the separator). NUL becomes U+FFFD like
+    undecodable bytes: no store keeps it in text (it broke recording on PostgreSQL, and
+    SQLite's JSON cut the text short)."""
+    return raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
 class ReplyReader:
     """Incremental parser of server replies, bytes in, :class:`Reply` out.
 
@@ -180,7 +187,7 @@ class ReplyReader:
             or raw[:3] == b"421"
         ):
             return None
-        reply = Reply(int(raw[:3]), (raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd"),))
+        reply = Reply(int(raw[:3]), (_line_text(raw),))
         if len(self._cache) < _CACHE_SIZE:
             self._cache[line] = reply
         return reply
@@ -212,9 +219,7 @@ class ReplyReader:
                 )
             if b"\r" in raw:
                 raise RemoteProtocolError(f"bare CR in reply line: {raw[:80]!r}")
-            # NUL becomes U+FFFD like undecodable bytes: no store keeps it in text (it
-            # broke recording on PostgreSQL, and SQLite's JSON cut the text short).
-            self._lines.append(raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd"))
+            self._lines.append(_line_text(raw))
             if sep == b"-":
                 self._code = code
                 if len(self._lines) > MAX_REPLY_LINES:
