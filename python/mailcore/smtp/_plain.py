@@ -4,9 +4,11 @@ receive, for the hot path of a pipelining sender.
 anyio's socket stream on Trio goes through trio's socket wrapper: a receive first tries
 ``recv`` (which, right after a write, almost always fails with EAGAIN), then waits, then
 calls ``recv`` again; a send ends with a yield to the scheduler even when the kernel took
-every byte at once. On loopback, with a 10 KB message and its four replies, that is about
-a sixth of the client's CPU per message. This stream waits for readability first and
-yields only when it has to wait (every message's receive waits, so no task starves).
+every byte at once. On one loopback connection, a 10 KB write and its four replies cost
+the event loop 55–72 µs that way against 43–48 µs with this stream; across 32 connections
+to smtp-sink the whole client spends about 5 % less CPU per message. This stream waits for
+readability first and yields only when it has to wait (every message's receive waits, so
+no task starves).
 
 Only for plain TCP on Trio: TLS (implicit, or after STARTTLS) and asyncio keep anyio's
 streams.
@@ -15,6 +17,7 @@ streams.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -82,7 +85,7 @@ class PlainTrioStream(ByteStream):
         await self.inner.aclose()
 
     @property
-    def extra_attributes(self) -> Any:
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self.inner.extra_attributes
 
 
