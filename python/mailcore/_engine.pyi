@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension module ``mailcore._engine`` (engine/py)."""
 
 from collections.abc import Mapping, Sequence
-from typing import final
+from typing import TypeAlias, final
 
 __all__ = [
     "MICROS_PER_USD",
@@ -64,6 +64,52 @@ def smtp_data_group(
     ``RCPT TO:<r>`` per recipient, ``DATA``; None when a recipient cannot go on a command
     line (empty, a control character, ``<`` or ``>``, non-ASCII without ``utf8``, longer
     than 512 bytes in UTF-8, not encodable)."""
+
+SmtpPipelineResult: TypeAlias = tuple[
+    list[tuple[int, int, list[int], int, int]],
+    list[bytes],
+    int,
+    tuple[int, int, list[int], bool] | None,
+    bool,
+    str,
+    int | None,
+    int | None,
+    bytes,
+]
+"""What :func:`smtp_run_pipeline` returns (a typing name only)."""
+
+def smtp_run_pipeline(
+    fd: int,
+    messages: list[tuple[bytes, list[str], bytes, bool]],
+    rset: bool,
+    patience: float,
+) -> SmtpPipelineResult:
+    """The steady state of a DATA pipeline across ``messages`` (each its MAIL command
+    line, recipients, content and SMTPUTF8) on the connected socket ``fd``, with the GIL
+    released: each group the previous message's content, RSET (first: when ``rset``),
+    MAIL, RCPT… and DATA, in one write. The socket is blocking during the call, with
+    ``patience`` seconds as its send and receive timeouts, and non-blocking again after.
+
+    It stops at the first thing that is not the steady state, a group's replies left
+    unconsumed. It returns ``(finished, lines, next, body, rset, stop, errno, written,
+    leftover)``:
+
+    * ``finished``: ``(index, mail, rcpts, last, ending)`` per finished message, replies
+      as indexes into ``lines``. ``ending``: 0 when DATA was refused (``last`` is its
+      reply), 1 when the content went (``last`` is the final reply), 2 when only the dot
+      went (no valid recipient).
+    * ``lines``: the distinct reply lines taken, each without its LF. Every one is a
+      single-line reply other than 421.
+    * ``next``: the first message whose envelope is not yet answered.
+    * ``body``: ``(index, mail, rcpts, deliverable)`` of the message whose 354 came and
+      whose content goes in the next group, or None.
+    * ``rset``: whether the next group begins with RSET.
+    * ``stop``: ``"done"``, ``"irregular"`` (a reply that is not plain, or a recipient
+      that cannot be sent), ``"slow"`` (nothing within ``patience``), ``"eof"``,
+      ``"write-error"`` or ``"read-error"``. ``errno`` is set for the last two.
+    * ``written``: bytes of the next group already written (None: no group in flight).
+    * ``leftover``: bytes received and not taken.
+    """
 
 @final
 class Template:

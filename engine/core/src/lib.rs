@@ -6,11 +6,14 @@
 //!   stored tag arrays for its bulk load.
 //! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
 //!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
-//! * [`smtp`]: SMTP content framing (newlines, dot-stuffing) in one pass.
+//! * [`smtp`]: SMTP content framing (newlines, dot-stuffing) in one pass; [`pipeline`]: the
+//!   steady state of a DATA pipeline across messages, sans-IO; [`transport`] runs it on a
+//!   socket the Python client hands over (the only code here that touches one).
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 
-#![forbid(unsafe_code)]
+// Unsafe only where `transport` borrows the Python client's socket by its descriptor.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audience;
@@ -22,12 +25,14 @@ pub mod json;
 pub mod mime;
 pub mod money;
 mod parallel;
+pub mod pipeline;
 pub mod qp;
 pub mod smtp;
 pub mod template;
 pub mod text;
 mod textpart;
 pub mod tracking;
+pub mod transport;
 
 pub use audience::{AudienceIndex, ContactId, Query, Status};
 pub use dkim::{Algorithm as DkimAlgorithm, DkimSigner};

@@ -841,6 +841,102 @@ fn smtp_data_group<'py>(
     Some(PyBytes::new(py, &group))
 }
 
+/// One message of [`smtp_run_pipeline`]: the MAIL line, recipients, content, SMTPUTF8.
+type PipelineInput = (PyBackedBytes, Vec<PyBackedStr>, PyBackedBytes, bool);
+
+/// A finished message: (index, MAIL's reply, RCPTs' replies, last reply, ending).
+type FinishedOut = (usize, u32, Vec<u32>, u32, u8);
+
+/// The steady state of a DATA pipeline across `messages` on the socket `fd`, run with
+/// the GIL released until it is done or must hand back (engine/core's `transport`).
+#[pyfunction]
+#[pyo3(signature = (fd, messages, rset, patience))]
+#[allow(clippy::type_complexity)]
+fn smtp_run_pipeline<'py>(
+    py: Python<'py>,
+    fd: i32,
+    messages: Vec<PipelineInput>,
+    rset: bool,
+    patience: f64,
+) -> PyResult<(
+    Vec<FinishedOut>,
+    Vec<Bound<'py, PyBytes>>,
+    usize,
+    Option<(usize, u32, Vec<u32>, bool)>,
+    bool,
+    &'static str,
+    Option<i32>,
+    Option<usize>,
+    Bound<'py, PyBytes>,
+)> {
+    if !(patience.is_finite() && patience >= 0.0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "patience must be >= 0",
+        ));
+    }
+    let patience = std::time::Duration::from_secs_f64(patience.min(3600.0));
+    let (finished, lines, next, body, rset, back) = without_gil(py, || {
+        let msgs: Vec<engine::pipeline::PipelineMessage<'_>> = messages
+            .iter()
+            .map(
+                |(mail, rcpts, content, utf8)| engine::pipeline::PipelineMessage {
+                    mail,
+                    rcpts: rcpts.iter().map(|r| &**r).collect(),
+                    content,
+                    utf8: *utf8,
+                },
+            )
+            .collect();
+        let mut pipeline = engine::pipeline::DataPipeline::new(&msgs, rset);
+        let back = engine::transport::run_pipeline(fd, &mut pipeline, patience);
+        let finished: Vec<FinishedOut> = pipeline
+            .finished
+            .iter()
+            .map(|f| {
+                let ending = match f.ending {
+                    engine::pipeline::Ending::Refused => 0,
+                    engine::pipeline::Ending::Sent => 1,
+                    engine::pipeline::Ending::DotOnly => 2,
+                };
+                (f.index, f.mail, f.rcpts.clone(), f.last, ending)
+            })
+            .collect();
+        let body = pipeline
+            .body()
+            .map(|b| (b.index, b.mail, b.rcpts.clone(), b.deliverable));
+        let next = pipeline.next_message();
+        let rset = pipeline.rset();
+        (
+            finished,
+            std::mem::take(&mut pipeline.lines),
+            next,
+            body,
+            rset,
+            back,
+        )
+    });
+    let (stop, error) = match back.stop {
+        engine::transport::Stop::Done => ("done", None),
+        engine::transport::Stop::Irregular => ("irregular", None),
+        engine::transport::Stop::Slow => ("slow", None),
+        engine::transport::Stop::Eof => ("eof", None),
+        engine::transport::Stop::WriteError(e) => ("write-error", Some(e)),
+        engine::transport::Stop::ReadError(e) => ("read-error", Some(e)),
+    };
+    let lines = lines.iter().map(|l| PyBytes::new(py, l)).collect();
+    Ok((
+        finished,
+        lines,
+        next,
+        body,
+        rset,
+        stop,
+        error,
+        back.written,
+        PyBytes::new(py, &back.leftover),
+    ))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -861,6 +957,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(smtp_normalize_piece, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_content, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_group, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_run_pipeline, m)?)?;
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;

@@ -12,18 +12,29 @@ no task starves).
 
 Only for plain TCP on Trio: TLS (implicit, or after STARTTLS) and asyncio keep anyio's
 streams.
+
+:meth:`PlainTrioStream.run_pipeline` lends the socket to the engine for the steady state
+of a DATA pipeline: the engine writes the groups and reads their replies in a worker
+thread with the GIL released (``engine/core/src/transport.rs``), one call per batch of
+messages instead of several Python steps per message, and hands back at the first thing
+that is not the steady state.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
 import trio
 from anyio.abc import ByteStream, SocketAttribute
+
+from .. import _engine
+
+if TYPE_CHECKING:
+    from .._engine import SmtpPipelineResult as PipelineResult
 
 
 class PlainTrioStream(ByteStream):
@@ -33,6 +44,25 @@ class PlainTrioStream(ByteStream):
         self.inner = inner
         self._socket: socket.socket = inner.extra(SocketAttribute.raw_socket)
         self._closed = False
+        self._limiter = trio.CapacityLimiter(1)  # one engine run at a time, its own thread
+
+    async def run_pipeline(
+        self, messages: list[tuple[bytes, list[str], bytes, bool]], rset: bool, patience: float
+    ) -> PipelineResult:
+        """``_engine.smtp_run_pipeline`` on this socket, in a worker thread. A cancellation
+        waits for it: the engine gives up within ``patience`` of any wait, and what it
+        did is returned, so the caller's machine stays in step with the server."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        return await trio.to_thread.run_sync(
+            _engine.smtp_run_pipeline,
+            self._socket.fileno(),
+            messages,
+            rset,
+            patience,
+            thread_name="mailcore smtp",
+            limiter=self._limiter,
+        )
 
     async def send(self, item: bytes) -> None:
         sock = self._socket

@@ -192,6 +192,18 @@ class ReplyReader:
             self._cache[line] = reply
         return reply
 
+    def plain(self, lines: Sequence[bytes]) -> list[Reply]:
+        """The replies of ``lines`` (each without its LF), every one a single-line reply
+        other than 421 (checked by the engine as :meth:`take` checks them)."""
+        cache = self._cache
+        replies = []
+        for line in lines:
+            reply = cache.get(line) or self._single_line(line)
+            if reply is None:
+                raise RemoteProtocolError(f"not a plain reply line: {line[:80]!r}")
+            replies.append(reply)
+        return replies
+
     def next_reply(self) -> Reply | None:
         while True:
             nl = self._buf.find(b"\n")
@@ -452,6 +464,30 @@ class ClientProtocol:
         if self._txn_failed and not outstanding and self._phase in (Phase.MAIL, Phase.RCPT):
             self._phase = Phase.READY  # MAIL was refused: there is no transaction
         return replies
+
+    def engine_groups(self, *, body: bool, sent: Sequence[bytes]) -> None:
+        """Record that whole DATA groups, the kind :meth:`send_transaction` builds, went
+        out and were answered through the engine's pipeline (``_engine.smtp_run_pipeline``,
+        driven by the client on this machine's connection), every reply plain: the machine
+        is where :meth:`send_transaction` and :meth:`next_replies` would have left it, in
+        BODY when ``body`` (the last DATA got 354, its content not sent) else READY.
+        ``sent``: the contents that went (as :class:`Message`), for :meth:`normalize`'s
+        memo. Only from READY with nothing outstanding and pipelining on."""
+        if self._outstanding or self._phase is not Phase.READY or not self.pipelining:
+            raise LocalProtocolError(f"engine groups not allowed in phase {self._phase.value}")
+        for content in sent:
+            self._sent(content)
+        if body:
+            self._phase = Phase.BODY
+
+    def mail_line(self, mail: Mail) -> bytes:
+        """The bytes :meth:`send` writes for ``mail`` (checked), state unchanged."""
+        return self._encode(mail)
+
+    def plain_replies(self, lines: Sequence[bytes]) -> list[Reply]:
+        """:class:`Reply` objects of plain reply lines the engine took (each without its
+        LF), sharing the reader's cache."""
+        return self._reader.plain(lines)
 
     @property
     def idle(self) -> bool:
