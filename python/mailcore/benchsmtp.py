@@ -32,6 +32,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .config import DEFAULT_PIPELINE_DEPTH
 from .smtp import (
     RelayConfig,
     SendOutcome,
@@ -104,7 +105,7 @@ class BenchOptions:
     rcpt_to: str | None = None
     tls: TlsMode | None = None
     ca_file: str | None = None
-    pipeline_depth: int = 16  # the dispatcher's default (Settings.pipeline_depth)
+    pipeline_depth: int = DEFAULT_PIPELINE_DEPTH  # the dispatcher's (Settings.pipeline_depth)
     pipeline_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:

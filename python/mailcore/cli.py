@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import Settings
+from .config import DEFAULT_PIPELINE_DEPTH, Settings
 from .errors import MailcoreError, ValidationError
 from .facade import Mailcore
 from .pricing import parse_usd, usd
@@ -313,7 +313,7 @@ def bench_smtp(
             help="messages pipelined per round trip when the relay offers PIPELINING "
             "(the sender's pipeline_depth; 1: one after the other)"
         ),
-    ] = 16,
+    ] = DEFAULT_PIPELINE_DEPTH,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Send test messages through a relay at several connection counts: messages/s,

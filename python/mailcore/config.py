@@ -80,6 +80,10 @@ class DomainLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     messages_per_connection: int = 0  # 0: the setting of the same name
 
 
+DEFAULT_PIPELINE_DEPTH = 64
+"""Messages per pipelined batch on a connection (``Settings.pipeline_depth``)."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # sqlite:///PATH (embedded, one node) or postgresql://USER@HOST:PORT/DB (several nodes).
     database_url: str = "sqlite:///./mailcore.db"
@@ -103,8 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_connections: int = 8
     send_batch_size: int = 500
     result_group_size: int = 500
-    # Recipients leased and not yet recorded, at most: what a crash can send twice.
-    max_in_flight: int = 1_000
+    # Recipients leased and not yet recorded, at most: what a crash can send twice. Room
+    # for four claimed batches: the next is claimed and rendered while the connections
+    # send the ones before and their results are committed (with two, the connections
+    # went idle a quarter of the time, waiting for a commit to free room).
+    max_in_flight: int = 2_000
     result_flush_seconds: float = 0.2
     # A sender renews its leases every third of this; a node that dies stops renewing, and
     # after this long other nodes (PostgreSQL) take over what it held.
@@ -124,7 +131,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_idle_seconds: float = 30.0
     # Messages pipelined on one connection per write (PIPELINING, RFC 2920; with BDAT,
     # RFC 3030), and about how many bytes of content at most; 1: one message at a time.
-    pipeline_depth: int = 16
+    # With DATA each message still costs one round trip: the depth is how many go in one
+    # batch (one hand-off to the engine's pipeline, one wake-up of the event loop).
+    pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
     pipeline_bytes: int = 256 * 1024
     # Direct delivery: connections per receiving domain, and TLS to its MX hosts
     # ("opportunistic": STARTTLS when offered, certificates not checked, as MTAs do;

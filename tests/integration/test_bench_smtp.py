@@ -20,6 +20,7 @@ import anyio
 import pytest
 import trio
 
+from mailcore import Settings
 from mailcore.benchsmtp import (
     BenchOptions,
     BenchUsageError,
@@ -298,7 +299,7 @@ def test_command_reports_json_and_the_sink_got_every_accepted_message() -> None:
         "reason",
     }
     assert report["size"] == 2_048 and report["messages"] == 30
-    assert report["pipeline_depth"] == 16  # the sender's default: what it would do
+    assert report["pipeline_depth"] == Settings.load(env={}).pipeline_depth  # the sender's
     assert "PIPELINING" in report["extensions"]
     assert [s["connections"] for s in report["settings"]] == [1, 3]
     for s in report["settings"]:
