@@ -246,9 +246,10 @@ class SendOutcome(msgspec.Struct, frozen=True):
         for reply in (self.mail, self.reply_for(recipient), self.data):
             if reply is None:
                 return "deferred"
-            if reply.is_permanent:
+            code = reply.code  # (not the properties: this runs for every message sent)
+            if code >= 500:
                 return "bounced"
-            if reply.is_transient:
+            if code >= 400:
                 return "deferred"
         return "delivered"
 
@@ -310,6 +311,30 @@ class _Prepared(msgspec.Struct, frozen=True):
     content: bytes
 
 
+class _Capabilities(msgspec.Struct, frozen=True):
+    """What :meth:`SmtpConnection._prepare` asks of an EHLO reply, asked once per reply
+    (every message of a campaign asks the same)."""
+
+    ehlo: EhloReply | None
+    smtputf8: bool
+    size: bool
+    max_size: int | None
+    eight_bit: bool
+    chunking: bool
+
+    @classmethod
+    def of(cls, proto: ClientProtocol, chunking: bool) -> _Capabilities:
+        ehlo = proto.ehlo
+        return cls(
+            ehlo,
+            proto.supports("SMTPUTF8"),
+            proto.supports("SIZE"),
+            ehlo.max_size if ehlo is not None else None,
+            proto.supports("8BITMIME"),
+            chunking,
+        )
+
+
 _Body: TypeAlias = tuple[int, _Prepared, Reply, list[Reply], bool]
 """The message whose DATA got its 354 in a DATA pipeline: its index, itself, MAIL's and
 the RCPTs' replies, and whether a recipient was accepted (else only the dot goes)."""
@@ -354,6 +379,7 @@ class SmtpConnection:
         self._limit = 0.0  # the time limit of the phase
         self._phase_table: dict[tuple[bool, int, str], tuple[tuple[str, float], ...]] = {}
         self._read_error: OSError | None = None  # the engine's read failed: the next read's
+        self._caps: _Capabilities | None = None  # of the last EHLO reply, for _prepare
         self.greeting: Reply | None = None
 
     # -- state -----------------------------------------------------------------------
@@ -710,19 +736,22 @@ class SmtpConnection:
     ) -> _Prepared | SendOutcome:
         """The MAIL command and normalised content, or the local refusal of the message."""
         proto = self._proto
+        caps = self._caps
+        if caps is None or caps.ehlo is not proto.ehlo:
+            caps = self._caps = _Capabilities.of(proto, self.chunking)
         utf8 = not sender.isascii() or not "".join(rcpts).isascii()
-        if utf8 and not proto.supports("SMTPUTF8"):
+        if utf8 and not caps.smtputf8:
             return _refusal(
                 rcpts,
                 Reply.of(553, "5.6.7 non-ASCII address but the server lacks SMTPUTF8 (not sent)"),
             )
-        sized = proto.supports("SIZE")
-        if sized or self.chunking:
+        sized = caps.size
+        if sized or caps.chunking:
             # Once: the machine will not scan it again. (After DATA the content is framed
             # in one pass anyway: without SIZE nothing needs its length before.)
             content = proto.normalize(content)
         size = len(content)
-        limit = self.ehlo.max_size if self.ehlo is not None else None
+        limit = caps.max_size
         if limit is not None and size > limit:
             return _refusal(
                 rcpts,
@@ -735,7 +764,7 @@ class SmtpConnection:
         mail = Mail(
             sender,
             size=size if sized else None,
-            body_8bit=not content.isascii() and proto.supports("8BITMIME"),
+            body_8bit=caps.eight_bit and not content.isascii(),
             smtputf8=utf8,
         )
         return _Prepared(mail, rcpts, content)

@@ -258,7 +258,8 @@ def check_address(address: str, *, allow_empty: bool = False, utf8: bool = True)
         raise LocalProtocolError(f"forbidden character {bad[0]!r} in address {address!r}")
     if not utf8 and not address.isascii():
         raise LocalProtocolError(f"non-ASCII address {address!r} needs SMTPUTF8")
-    if len(address.encode()) > 512:
+    # (An ASCII address is its length in bytes: no need to encode it to tell.)
+    if (len(address) if address.isascii() else len(address.encode())) > 512:
         raise LocalProtocolError("address too long")
 
 
