@@ -1145,9 +1145,9 @@ def write_profile(
         f"# Where a send's time goes: {title}",
         "",
         f"pyinstrument {pyinstrument.__version__}, sampling the {clock} of the sender's "
-        "event-loop thread every 1 ms. The engine's render and the SQLite writer run in "
-        "worker threads and are not sampled: their CPU is the process's minus the loop "
-        "thread's.",
+        "event-loop thread every 1 ms. The engine's render, its SMTP pipelines and the "
+        "SQLite writer run in worker threads and are not sampled: their CPU is the "
+        "process's minus the loop thread's.",
         f"Wall {wall:.2f} s; process CPU {cpu:.2f} s, of which the event-loop thread "
         f"{loop_cpu:.2f} s and worker threads {max(0.0, cpu - loop_cpu):.2f} s.",
         f"Samples: {sampled:.2f} s, {idle:.2f} s of it in epoll.poll (waiting for I/O). "
@@ -1416,7 +1416,8 @@ def results_table(opts: Options, fig: Figures) -> list[str]:
         lines += [
             f"- mailcore's time runs from `campaigns.send` (audience frozen into the plan, "
             f"hold placed: median {plan:.2f} s) to the send settled. The sender's event-loop "
-            f"thread did {loop:.0%} of its CPU, the engine's render and the "
+            f"thread did {loop:.0%} of its CPU, the engine's render and SMTP pipeline "
+            f"threads and the "
             f"{'SQLite writer' if opts.store == 'sqlite' else 'PostgreSQL client'} threads "
             f"the rest; {kernel:.0%} of its CPU was in the kernel (system time: socket I/O, "
             "mostly).",
@@ -1458,7 +1459,8 @@ def profile_lines(fig: Figures) -> list[str]:
         f"pyinstrument, sampling the {p.clock} of its event-loop thread every 1 ms "
         f"({p.seconds:.2f} s with the profiler on): process CPU {p.process_cpu:.2f} s, of "
         f"which the event-loop thread {p.loop_cpu:.2f} s and the worker threads (engine "
-        f"render, SQLite writer) {max(0.0, p.process_cpu - p.loop_cpu):.2f} s; "
+        f"render and SMTP pipelines, SQLite writer) "
+        f"{max(0.0, p.process_cpu - p.loop_cpu):.2f} s; "
         f"{p.idle / total:.0%} of the loop's samples are in epoll.poll. Shares are of the "
         f"loop's samples. Full report with the call tree: `{_rel(p.path)}`."
         + (
@@ -1636,9 +1638,10 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int, store: str = "postg
         text.append("smtp-sink, one process on one core, is the limit.")
     else:
         waits = (
-            "each sender's event loop waiting for the sink's replies and for its next "
-            "claimed batch (the senders' claims and results take SQLite's one write lock "
-            "in turn)"
+            "the connections waiting for the next batch, each sender claiming, rendering "
+            "and handing out its recipients a batch at a time (claims and results take "
+            "SQLite's one write lock in turn), and the engine's pipelines waiting for the "
+            "sink's replies"
             if store == "sqlite"
             else "the senders' round trips to PostgreSQL and its commits"
         )
