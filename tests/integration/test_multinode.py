@@ -487,3 +487,71 @@ async def test_processes_sharing_a_sqlite_file_wait_for_each_other(tmp_path: Pat
 async def _open_and_close(settings: Settings) -> None:
     async with Mailcore.open(settings):
         pass
+
+
+async def test_a_claim_returns_each_recipients_work_exactly(
+    settings: Settings, store_kind: str
+) -> None:
+    """Retries due, leases run out and queued recipients, each with its attempts, the
+    exact time of its first attempt and its contact's current fields; a deleted contact's
+    recipient comes with no contact (it is recorded as suppressed)."""
+    async with Mailcore.open(settings) as mc:
+        account_id = (await mc.accounts.create("n", credit_micros=8 * 300)).account_id
+        scope = mc.account(account_id)
+        await scope.contacts.import_rows(
+            {
+                "email": f"r{i}@x.com",
+                "firstName": f"Zoë {i}",
+                "lastName": None if i % 2 else "L",
+                "tags": ["t"],
+                "customFields": {"n": i, "f": i / 3, "s": '€ " \\ {}', "b": i % 2 == 0},
+            }
+            for i in range(8)
+        )
+        c = await scope.campaigns.create(campaign())
+        await scope.campaigns.send(c.id)
+        store = mc.store
+        first = await store.claim_recipients(c.id, 3, NOW, NOW + 60, "a")
+        assert [w.attempts for w in first] == [0, 0, 0]
+        assert all(w.first_attempt_at is None for w in first)
+        attempted_at = NOW + 0.1234567890123  # every digit must come back
+        await store.record_results(
+            [
+                RecipientResult(
+                    campaign_id=c.id,
+                    contact_seq=w.contact_seq,
+                    state="deferred",
+                    reply="451 later",
+                    next_attempt_at=NOW + (10, 20, 50)[i],
+                    attempted_at=attempted_at,
+                )
+                for i, w in enumerate(first)
+            ],
+            "2027-01-15T08:00:00Z",
+        )
+        leased = await store.claim_recipients(c.id, 2, NOW, NOW + 30, "b")  # expires at +30
+        contacts = (await scope.contacts.list(limit=100)).data
+        gone = next(x for x in contacts if x.email == "r7@x.com")
+        await scope.contacts.delete(gone.id)
+        # At +35: two retries are due (+10, +20), the third not (+50); the lease of "b"
+        # has run out (+30: SQLite's claim takes it over, PostgreSQL's lease recovery
+        # queues it again); the rest are queued.
+        if store_kind == "postgres":
+            assert await store.recover_leases(NOW + 35) == 2
+        again = await store.claim_recipients(c.id, 100, NOW + 35, NOW + 90, "c")
+        by_seq = {w.contact_seq: w for w in again}
+        retried = [by_seq[w.contact_seq] for w in first[:2]]
+        assert [w.attempts for w in retried] == [1, 1]
+        assert [w.first_attempt_at for w in retried] == [attempted_at, attempted_at]
+        assert first[2].contact_seq not in by_seq  # due at +50, not yet
+        assert {w.contact_seq for w in leased} <= by_seq.keys()
+        assert len(again) == 8 - 1  # all but the third's retry
+        assert [w.contact_seq for w in again] == sorted(by_seq)
+        for w in again:
+            i = int(w.email[1:].split("@")[0]) if w.email else 7
+            if i == 7:
+                assert (w.email, w.contact_status, w.custom_fields) == (None, None, {})
+                continue
+            assert w.contact_status == "subscribed"
+            assert (w.first_name, w.last_name) == (f"Zoë {i}", None if i % 2 else "L")
+            assert w.custom_fields == {"n": i, "f": i / 3, "s": '€ " \\ {}', "b": i % 2 == 0}

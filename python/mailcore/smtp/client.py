@@ -965,7 +965,8 @@ class SmtpConnection:
         handback: tuple[int, str, int | None] | None = None
         stream = self._stream
         if (
-            self.engine_pipeline
+            todo
+            and self.engine_pipeline
             and type(stream) is PlainTrioStream
             and proto.phase is Phase.READY
             and not proto.outstanding
