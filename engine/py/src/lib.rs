@@ -889,16 +889,15 @@ fn smtp_run_pipeline<'py>(
             .collect();
         let mut pipeline = engine::pipeline::DataPipeline::new(&msgs, rset);
         let back = engine::transport::run_pipeline(fd, &mut pipeline, patience);
-        let finished: Vec<FinishedOut> = pipeline
-            .finished
-            .iter()
+        let finished: Vec<FinishedOut> = std::mem::take(&mut pipeline.finished)
+            .into_iter()
             .map(|f| {
                 let ending = match f.ending {
                     engine::pipeline::Ending::Refused => 0,
                     engine::pipeline::Ending::Sent => 1,
                     engine::pipeline::Ending::DotOnly => 2,
                 };
-                (f.index, f.mail, f.rcpts.clone(), f.last, ending)
+                (f.index, f.mail, f.rcpts, f.last, ending)
             })
             .collect();
         let body = pipeline
