@@ -48,6 +48,11 @@ def smtp_normalize_newlines(content: bytes) -> bytes:
     """Every bare CR and LF as CRLF, ending in CRLF unless empty; ``content`` itself
     (the same object) when it already is."""
 
+def smtp_normalize_many(contents: list[bytes]) -> tuple[list[bytes], list[bool]]:
+    """Each content as :func:`smtp_normalize_newlines` gives it (the same object when
+    already normalised), and whether it holds a byte above 127; scanned in one call with
+    the GIL released."""
+
 def smtp_normalize_piece(piece: bytes) -> bytes:
     """A piece of a longer content with bare CR and LF as CRLF, nothing appended;
     ``piece`` itself when it has none."""
@@ -80,7 +85,7 @@ SmtpPipelineResult: TypeAlias = tuple[
 
 def smtp_run_pipeline(
     fd: int,
-    messages: list[tuple[bytes, list[str], bytes, bool]],
+    messages: Sequence[tuple[bytes, Sequence[str], bytes, bool]],
     rset: bool,
     patience: float,
 ) -> SmtpPipelineResult:

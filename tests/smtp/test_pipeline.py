@@ -28,6 +28,7 @@ from mailcore.smtp import (
     DataStart,
     Ehlo,
     Greeting,
+    LocalProtocolError,
     Mail,
     MailFrom,
     Message,
@@ -51,7 +52,9 @@ from mailcore.smtp import (
     SmtpUntried,
     normalize_newlines,
 )
+from mailcore.smtp.client import _Prepared
 from mailcore.smtp.faults import FaultPlan, fault_sink
+from mailcore.smtp.protocol import check_address
 
 from .conftest import DROP, HANG, Script, scripted_server
 
@@ -213,6 +216,113 @@ def test_send_many_equals_one_send_after_the_other(
 
     expected, got, _ = anyio.run(main, backend="trio")
     assert got == expected
+
+
+# -- send_many's checks, for the whole batch at once ----------------------------------------
+
+_EXTENSIONS = ("PIPELINING", "SIZE 300", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING")
+_address = st.one_of(
+    st.sampled_from(
+        [
+            "a@x.test",
+            "b@y.test",
+            "",
+            "x" * 505 + "@y.test",  # 512 characters: the most an address may have
+            "x" * 506 + "@y.test",
+            "é@x.test",
+            "<a@x.test>",
+            "a\r\nRCPT TO:<b@y.test>",
+            "a\x7f@x.test",
+            "a\x00@x.test",
+        ]
+    ),
+    st.text(max_size=12),
+)
+_content = st.one_of(
+    st.sampled_from(
+        [b"Subject: x\r\n\r\nbody\r\n", b"a\rb\nc", "é".encode() + b"\r\n", b"x\r\n" * 120]
+    ),
+    st.binary(max_size=40),
+    st.builds(bytearray, st.binary(max_size=8)),
+)
+_recipients = st.one_of(st.lists(_address, max_size=2), st.tuples(_address), st.text(max_size=1))
+_plain_address = st.sampled_from(["a@x.test", "b@y.test", "x" * 505 + "@y.test", "c"])
+_plain_message = st.tuples(
+    _plain_address | st.just(""), st.lists(_plain_address, min_size=1, max_size=1), _content
+)
+
+
+def _connection(extensions: Sequence[str], chunking: bool) -> SmtpConnection:
+    """A connection whose server said EHLO with ``extensions``, as far as preparing a
+    message goes (nothing is sent: preparing reads only the EHLO reply)."""
+    conn = SmtpConnection(
+        RelayConfig(host="mx.test", chunking=chunking),
+        None,  # type: ignore[arg-type]
+        tls_context=None,
+        tls_active=False,
+    )
+    proto = conn._proto
+    proto.receive_data(b"220 mx.test ESMTP\r\n")
+    assert isinstance(proto.next_event(), Greeting)
+    proto.send(Ehlo("client.test"))
+    lines = [b"250-mx.test", *(b"250-%s" % e.encode() for e in extensions), b"250 HELP"]
+    proto.receive_data(b"\r\n".join(lines) + b"\r\n")
+    assert isinstance(proto.next_event(), Response)
+    return conn
+
+
+def _one_by_one(conn: SmtpConnection, messages: list[Msg]) -> list[object]:
+    """What send_many's checks and ``_prepare`` make of each message, one at a time."""
+    out: list[object] = []
+    for sender, recipients, content in messages:
+        try:
+            rcpts = tuple(recipients) if not isinstance(recipients, str) else None
+            assert rcpts, "a str, or no recipient: send_many raises"
+            check_address(sender, allow_empty=True)
+            for r in rcpts:
+                check_address(r)
+        except (LocalProtocolError, AssertionError) as exc:
+            out.append(type(exc).__name__)
+            continue
+        out.append(conn._prepare(sender, rcpts, content))
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    extensions=st.lists(st.sampled_from(_EXTENSIONS), unique=True),
+    chunking=st.booleans(),
+    messages=st.lists(_plain_message, min_size=1, max_size=5),
+    odd=st.none()
+    | st.tuples(_address, _recipients, _content)
+    | st.tuples(_address, st.lists(_plain_address, min_size=1, max_size=1), _content)
+    | st.tuples(_plain_address, st.lists(_address, min_size=1, max_size=1), _content)
+    | st.tuples(_plain_address, _plain_address, _content),  # a str, not a list
+    at=st.integers(0, 5),
+)
+def test_the_batch_checks_prepare_each_message_as_one_at_a_time_would(
+    extensions: list[str], chunking: bool, messages: list[Msg], odd: Msg | None, at: int
+) -> None:
+    if odd is not None:
+        messages.insert(at, odd)
+    conn = _connection(extensions, chunking)
+    expected = _one_by_one(conn, messages)
+    # The plain case: every message passes the checks and _prepare with one ASCII
+    # recipient, from an ASCII sender, its content bytes. Only then does the batch path
+    # take it; else every message goes one at a time (which says what is wrong).
+    plain_case = all(isinstance(e, _Prepared) and len(e.rcpts) == 1 for e in expected) and all(
+        type(r) in (list, tuple) and type(c) is bytes and s.isascii() and r[0].isascii()
+        for s, r, c in messages
+    )
+    plain = conn._prepare_plain(messages)
+    if not plain_case:
+        assert plain is None
+        return
+    assert plain is not None
+    assert [(p.mail, p.rcpts, p.content) for p in plain] == [
+        (e.mail, e.rcpts, e.content) for e in expected if isinstance(e, _Prepared)
+    ]
+    assert [p.line for p in plain] == [conn._proto.mail_line(p.mail) for p in plain]
 
 
 # -- writes and round trips ---------------------------------------------------------------

@@ -798,6 +798,34 @@ fn smtp_normalize_newlines<'py>(content: &Bound<'py, PyBytes>) -> Bound<'py, PyB
     )
 }
 
+/// What `SmtpConnection._prepare` asks of every content of a batch, in one call that
+/// scans them with the GIL released: each content with its newlines normalised (the very
+/// object when it already is, as `smtp_normalize_newlines` gives), and whether it holds a
+/// byte above 127 (it needs `BODY=8BITMIME`).
+#[pyfunction]
+fn smtp_normalize_many<'py>(
+    py: Python<'py>,
+    contents: Vec<Bound<'py, PyBytes>>,
+) -> (Vec<Bound<'py, PyBytes>>, Vec<bool>) {
+    let backed: Vec<PyBackedBytes> = contents
+        .iter()
+        .map(|c| PyBackedBytes::from(c.clone()))
+        .collect();
+    let scanned: Vec<(Option<Vec<u8>>, bool)> = without_gil(py, || {
+        backed
+            .iter()
+            .map(|c| (engine::smtp::normalize_newlines(c), !c.is_ascii()))
+            .collect()
+    });
+    let mut normalized = Vec::with_capacity(contents.len());
+    let mut eight_bit = Vec::with_capacity(contents.len());
+    for (content, (changed, high)) in contents.iter().zip(scanned) {
+        normalized.push(same_or_new(content, changed));
+        eight_bit.push(high);
+    }
+    (normalized, eight_bit)
+}
+
 /// A piece of a longer content with bare CR and LF as CRLF (nothing appended).
 #[pyfunction]
 fn smtp_normalize_piece<'py>(piece: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
@@ -953,6 +981,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format_micros, m)?)?;
     m.add_function(wrap_pyfunction!(parse_usd, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_normalize_newlines, m)?)?;
+    m.add_function(wrap_pyfunction!(smtp_normalize_many, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_normalize_piece, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_content, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_group, m)?)?;

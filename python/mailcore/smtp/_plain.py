@@ -23,7 +23,7 @@ that is not the steady state.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -47,7 +47,10 @@ class PlainTrioStream(ByteStream):
         self._limiter = trio.CapacityLimiter(1)  # one engine run at a time, its own thread
 
     async def run_pipeline(
-        self, messages: list[tuple[bytes, list[str], bytes, bool]], rset: bool, patience: float
+        self,
+        messages: Sequence[tuple[bytes, Sequence[str], bytes, bool]],
+        rset: bool,
+        patience: float,
     ) -> PipelineResult:
         """``_engine.smtp_run_pipeline`` on this socket, in a worker thread. A cancellation
         waits for it: the engine gives up within ``patience`` of any wait, and what it

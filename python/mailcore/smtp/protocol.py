@@ -66,7 +66,8 @@ MAX_IDLE_BUFFER = 64 * 1024
 """Bytes a server may send while no reply is expected before it is a protocol error."""
 
 _CODE = re.compile(rb"[2-5][0-9][0-9]")
-_FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+FORBIDDEN_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+MAX_ADDRESS_BYTES = 512  # the longest address check_address lets through, in UTF-8 bytes
 
 # -- message content ---------------------------------------------------------------------
 
@@ -253,13 +254,13 @@ def check_address(address: str, *, allow_empty: bool = False, utf8: bool = True)
     """Raise :class:`LocalProtocolError` for an address that cannot go on a command line."""
     if not address and not allow_empty:
         raise LocalProtocolError("empty address")
-    bad = _FORBIDDEN_IN_ADDRESS.search(address)
+    bad = FORBIDDEN_IN_ADDRESS.search(address)
     if bad is not None:
         raise LocalProtocolError(f"forbidden character {bad[0]!r} in address {address!r}")
     if not utf8 and not address.isascii():
         raise LocalProtocolError(f"non-ASCII address {address!r} needs SMTPUTF8")
     # (An ASCII address is its length in bytes: no need to encode it to tell.)
-    if (len(address) if address.isascii() else len(address.encode())) > 512:
+    if (len(address) if address.isascii() else len(address.encode())) > MAX_ADDRESS_BYTES:
         raise LocalProtocolError("address too long")
 
 
