@@ -262,6 +262,16 @@ class MessageRenderer:
         returning it to the kernel, so each batch does not fault in its memory afresh."""
 
 @final
+class LinkSigner:
+    """Signed link tokens under one key: ``base64url(payload ‖ HMAC-SHA256[:16])``,
+    unpadded, as ``mailcore.tokens.TokenSigner.sign_payload`` makes them."""
+
+    def __init__(self, key: bytes) -> None: ...
+    def sign_many(self, prefix: bytes, numbers: Sequence[int], head: str = "") -> list[str]:
+        """``head`` + the token of ``prefix ‖ varint(n)`` for each number (0 ≤ n < 2**64),
+        made with the GIL released."""
+
+@final
 class DkimSigner:
     """DKIM signer (RFC 6376, ``relaxed/relaxed``, SHA-256) of one domain and selector.
 

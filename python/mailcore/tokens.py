@@ -10,9 +10,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from . import varint
+from . import _engine, varint
 
 UNSUBSCRIBE = b"u"
 TRACKING = b"t"
@@ -46,6 +46,7 @@ class TokenSigner:
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"mailcore-links:" + secret.encode()).digest()
         self._mac = hmac_sha256(self._key)
+        self._batch = _engine.LinkSigner(self._key)
 
     def sign(self, kind: bytes, *numbers: int) -> str:
         return self.sign_payload(kind + b"".join(map(varint.encode, numbers)))
@@ -56,6 +57,11 @@ class TokenSigner:
         mac = self._mac(payload)[:_MAC_BYTES]
         encoded = binascii.b2a_base64(payload + mac, newline=False).translate(_URLSAFE)
         return encoded.rstrip(b"=").decode()
+
+    def sign_many(self, prefix: bytes, numbers: Sequence[int], head: str = "") -> list[str]:
+        """``head + sign_payload(prefix + varint(n))`` for each number, made by the engine in
+        one call with the GIL released (a render batch signs two links per message)."""
+        return self._batch.sign_many(prefix, numbers, head)
 
     def verify(self, kind: bytes, token: str, count: int) -> tuple[int, ...] | None:
         """The numbers in a valid token of ``kind``, or None for anything forged or altered."""

@@ -6,6 +6,7 @@
 //!   stored tag arrays for its bulk load.
 //! * [`mime`]: per-recipient MIME message rendering ([`header`], [`qp`] and [`text`] helpers;
 //!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
+//! * [`links`]: signed link tokens (unsubscribe, tracking) for a batch of recipients.
 //! * [`smtp`]: SMTP content framing (newlines, dot-stuffing) in one pass; [`pipeline`]: the
 //!   steady state of a DATA pipeline across messages, sans-IO; [`transport`] runs it on a
 //!   socket the Python client hands over (the only code here that touches one).
@@ -22,6 +23,7 @@ pub mod error;
 pub mod header;
 pub mod html;
 pub mod json;
+pub mod links;
 pub mod mime;
 pub mod money;
 mod parallel;

@@ -693,6 +693,37 @@ fn dkim_signer(
     )?)
 }
 
+/// Signed link tokens under one key (engine/core's `links`): the tokens of a render
+/// batch's links in one call, GIL released.
+#[pyclass(module = "mailcore._engine", name = "LinkSigner", frozen)]
+struct PyLinkSigner {
+    inner: engine::links::LinkSigner,
+}
+
+#[pymethods]
+impl PyLinkSigner {
+    #[new]
+    fn new(key: &[u8]) -> Self {
+        PyLinkSigner {
+            inner: engine::links::LinkSigner::new(key),
+        }
+    }
+
+    /// `head` + the token of `prefix ‖ varint(n)` for each of `numbers`.
+    #[pyo3(signature = (prefix, numbers, head = ""))]
+    fn sign_many(
+        &self,
+        py: Python<'_>,
+        prefix: &[u8],
+        numbers: Vec<u64>,
+        head: &str,
+    ) -> Vec<String> {
+        let inner = &self.inner;
+        let (prefix, head) = (prefix.to_vec(), head.to_owned());
+        without_gil(py, || inner.sign_many(&prefix, &numbers, &head))
+    }
+}
+
 /// Messages signed per GIL-released call of `DkimSigner.sign_batch`.
 const SIGN_WINDOW: usize = 64 * engine::dkim::PARALLEL_THRESHOLD;
 
@@ -990,5 +1021,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;
     m.add_class::<PyDkimSigner>()?;
+    m.add_class::<PyLinkSigner>()?;
     Ok(())
 }

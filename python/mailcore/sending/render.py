@@ -124,21 +124,20 @@ class BatchRenderer:
     def render(self, work: list[RecipientWork]) -> list[bytes]:
         """Runs in a worker thread; the engine renders with the GIL released."""
         now = self._clock()
-        sign = self._signer.sign_payload
+        signer = self._signer
         seqs = [w.contact_seq for w in work]
-        encoded = [varint(seq) for seq in seqs]
         head, tail = self._message_id_head, self._message_id_tail
-        unsubscribe_base, unsubscribe_prefix = self._unsubscribe_base, self._unsubscribe_prefix
-        tracking_prefix = self._tracking_prefix
         return self._engine.render_batch(
             [merge_values(w) for w in work],
             # Deterministic per recipient: a retry after a crash carries the same
             # Message-ID, which lets receivers drop the duplicate.
             message_ids=[f"{head}{seq}{tail}" for seq in seqs],
-            unsubscribe_urls=[unsubscribe_base + sign(unsubscribe_prefix + e) for e in encoded],
+            unsubscribe_urls=signer.sign_many(
+                self._unsubscribe_prefix, seqs, self._unsubscribe_base
+            ),
             date=format_datetime(now),
             dkim_timestamp=int(now.timestamp()),
             tracking_tokens=(
-                [sign(tracking_prefix + e) for e in encoded] if self._tracked else None
+                signer.sign_many(self._tracking_prefix, seqs) if self._tracked else None
             ),
         )
