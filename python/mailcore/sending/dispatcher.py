@@ -91,6 +91,7 @@ class Dispatcher:
         self._renderers: dict[str, BatchRenderer] = {}
         self._wakeup = anyio.Event()
         self._status_changed = anyio.Event()
+        self._sends_changed = False  # wake() was called since the feeder read the sends
         self._failing: set[str] = set()  # campaigns whose last_error is set
         self._paused: set[str] = set()
         self.window = InFlightWindow(mc.settings.max_in_flight)
@@ -110,6 +111,7 @@ class Dispatcher:
         """A send started, paused, resumed or was cancelled: look for work now."""
         self._wakeup.set()
         self._status_changed.set()
+        self._sends_changed = True
 
     # -- the task tree -------------------------------------------------------------
 
@@ -158,14 +160,29 @@ class Dispatcher:
     async def _feeder(self) -> None:
         while True:
             await self._wait_for_relays()
-            worked = False
+            self._sends_changed = False
             sends = await self.mc.store.active_sends()
             self._note_paused(sends)
             for gone in self.activity.campaigns.keys() - {s.campaign_id for s in sends}:
                 del self.activity.campaigns[gone]  # finished (maybe by another node)
-            for send in sends:
-                if send.status != "paused" and await self._feed_one(send):
-                    worked = True
+            # The same sends are fed round after round while they have work, not read
+            # again for each batch (a read per batch cost as much as the claim in the
+            # send benchmark's feeder). They are read again when one is started, paused,
+            # resumed or cancelled here (wake), when a round finds no work, and at least
+            # every poll_seconds; a claim checks the send's status in its own
+            # transaction anyway, so a stale list never leases a paused send's work.
+            read_again_at = anyio.current_time() + self.poll_seconds
+            while True:
+                worked = False
+                for send in sends:
+                    if (
+                        send.status != "paused"
+                        and send.campaign_id not in self._paused
+                        and await self._feed_one(send)
+                    ):
+                        worked = True
+                if not worked or self._sends_changed or anyio.current_time() >= read_again_at:
+                    break
             if not worked:
                 with anyio.move_on_after(self.poll_seconds):
                     await self._wakeup.wait()
@@ -311,7 +328,10 @@ class Dispatcher:
         domain_rates = router.domain_rates
         max_wait = self.settings.throttle_max_wait_seconds
         relays: dict[str, Destination | str] = {}  # from-domain: its relay, or why none
-        touched: list[Destination] = []
+        # What goes on each destination's queue, put there at the end in one call each.
+        queued: dict[Destination, list[Outbound]] = {}
+        last: Destination | None = None
+        last_queued: list[Outbound] = []
         for msg in msgs:
             dest: Destination | str | None
             if direct:
@@ -346,10 +366,11 @@ class Dispatcher:
             if delay > 0:
                 msg = msgspec.structs.replace(msg, not_before=mono + delay)
             dest.last_used = now
-            dest.put(msg)
-            if not touched or touched[-1] is not dest:
-                touched.append(dest)
-        for dest in touched:
+            if dest is not last:
+                last, last_queued = dest, queued.setdefault(dest, [])
+            last_queued.append(msg)
+        for dest, batch in queued.items():
+            dest.put_many(batch)
             # As many workers as one _grow per message queued would have started.
             while dest.wants_worker():
                 self._grow(dest)
@@ -586,9 +607,33 @@ class Dispatcher:
         untried: list[Outbound] = []
         now = self._now()  # one clock reading for the batch: its replies came together
         answered: str | None = None  # a campaign of a message the server answered
+        # The last final reply's text: a server's replies are often the same object (the
+        # reply reader shares equal lines).
+        last_data: Reply | None = None
+        last_text = ""
         for msg, outcome in zip(msgs, sent, strict=True):
             if isinstance(outcome, SendOutcome):
-                results.append(self._delivered(dest, msg, outcome, now))
+                data = outcome.data
+                if (  # delivered, as outcome.status says (the common case, made directly)
+                    data is not None
+                    and data.code < 400
+                    and outcome.mail.code < 400
+                    and len(outcome.recipients) == 1
+                    and outcome.recipients[0][1].code < 400
+                ):
+                    if data is not last_data:
+                        last_data, last_text = data, f"{data.code} {data.text}".strip()[:1000]
+                    results.append(
+                        RecipientResult(
+                            campaign_id=msg.campaign_id,
+                            contact_seq=msg.contact_seq,
+                            state="delivered",
+                            reply=last_text,
+                            attempted_at=now,
+                        )
+                    )
+                else:
+                    results.append(self._delivered(dest, msg, outcome, now))
                 if answered != msg.campaign_id:
                     answered = msg.campaign_id
                     if answered in self._failing:

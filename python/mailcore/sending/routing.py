@@ -69,6 +69,11 @@ class Destination:
         self._queue.append(msg)
         self._arrived.set()
 
+    def put_many(self, msgs: list[Outbound]) -> None:
+        if msgs:
+            self._queue.extend(msgs)
+            self._arrived.set()
+
     def take(self) -> Outbound | None:
         return self._queue.popleft() if self._queue else None
 
