@@ -5,14 +5,19 @@ time anyway; queueing in Python avoids busy-waiting in SQLite) and one reader
 connection, both driven from worker threads so the event loop never blocks.
 
 Several processes of one machine may share the file (e.g. a sender process per core):
-their writes wait for each other in SQLite (``busy_timeout``), claims never overlap (one
-``UPDATE … RETURNING`` each), and :meth:`SqliteStore.recover_leases` takes back at once
-only what stopped senders held (:func:`mailcore.node.lease_owner_stopped`).
+their writes queue for a lock on a side file (``<file>-writer.lock``, ``flock``) before
+SQLite's own, so a waiting writer wakes the moment the other commits (SQLite's busy
+handler would sleep 1, 2, 5, 10… ms between tries; ``busy_timeout`` stays the backstop for
+other programs writing the file), claims never overlap (one ``UPDATE … RETURNING`` each), and
+:meth:`SqliteStore.recover_leases` takes back at once only what stopped senders held
+(:func:`mailcore.node.lease_owner_stopped`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -434,9 +439,34 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
             log.warning("another process has been writing to the SQLite file for long; waiting")
 
 
+class _WriterLock:
+    """The lock every process's writer takes before BEGIN IMMEDIATE (see the module's
+    docstring): ``flock`` on a side file, waited for in the kernel with the GIL released,
+    and dropped by the kernel if its holder dies. None of it for an in-memory database."""
+
+    def __init__(self, db_path: str) -> None:
+        self._fd = -1
+        if db_path != ":memory:":
+            self._fd = os.open(f"{db_path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock: _WriterLock | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_limiter = anyio.CapacityLimiter(1)
@@ -466,7 +496,12 @@ class SqliteStore(Store):
     async def open(self) -> None:
         def setup() -> None:
             writer = self._connect()
-            self._migrate(writer)
+            self._lock = _WriterLock(self.path)
+            self._lock.acquire()
+            try:
+                self._migrate(writer)
+            finally:
+                self._lock.release()
             self._writer = writer
             self._reader = writer if self.path == ":memory:" else self._connect()
 
@@ -502,6 +537,9 @@ class SqliteStore(Store):
             for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
                 conn.close()
             self._reader = self._writer = None
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
         await anyio.to_thread.run_sync(shutdown, limiter=self._write_limiter)
 
@@ -540,9 +578,22 @@ class SqliteStore(Store):
 
     def _run_group(self, group: list[_WriteJob]) -> None:
         """Runs in the writer thread; never raises: every outcome is left on its job."""
-        conn = self._writer
+        conn, lock = self._writer, self._lock
         try:
-            assert conn is not None, "store is not open"
+            assert conn is not None and lock is not None, "store is not open"
+            lock.acquire()
+        except BaseException as exc:
+            for job in group:
+                job.fail(exc)
+            return
+        try:
+            self._run_locked(conn, group)
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _run_locked(conn: sqlite3.Connection, group: list[_WriteJob]) -> None:
+        try:
             _begin_immediate(conn)
         except BaseException as exc:
             for job in group:
