@@ -50,8 +50,7 @@ def smtp_normalize_newlines(content: bytes) -> bytes:
 
 def smtp_normalize_many(contents: list[bytes]) -> tuple[list[bytes], list[bool]]:
     """Each content as :func:`smtp_normalize_newlines` gives it (the same object when
-    already normalised), and whether it holds a byte above 127; scanned in one call with
-    the GIL released."""
+    already normalised), and whether it holds a byte above 127, in one call."""
 
 def smtp_normalize_piece(piece: bytes) -> bytes:
     """A piece of a longer content with bare CR and LF as CRLF, nothing appended;
