@@ -1636,6 +1636,12 @@ def limit_paragraph(groups: dict[int, list[Run]], cpus: int, store: str = "postg
         text.append("The machine's cores are the limit.")
     elif sink >= 0.9:
         text.append("smtp-sink, one process on one core, is the limit.")
+    elif machine >= 0.85 * cpus:
+        text.append(
+            "The cores are nearly all busy, so CPU per message is what limits the rate; "
+            "what is left idle is gaps between the senders' threads, the sink and the "
+            "kernel's loopback work."
+        )
     else:
         waits = (
             "the connections waiting for the next batch, each sender claiming, rendering "
