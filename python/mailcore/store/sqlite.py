@@ -69,7 +69,7 @@ from .base import (
     UpsertOutcome,
     WalletRow,
 )
-from .rows import claimed_work, decode_fields
+from .rows import decode_fields
 from .schema import SQLITE_MIGRATIONS
 
 log = logging.getLogger("mailcore.store.sqlite")
@@ -346,17 +346,20 @@ def _emit_email_events(
     conn: sqlite3.Connection, results: Sequence[RecipientResult], now: str
 ) -> None:
     """email.delivered / email.bounced for recorded results, in the same transaction."""
-    final = [r for r in results if r.state in ("delivered", "bounced", "failed")]
-    by_campaign: dict[str, list[RecipientResult]] = {}
-    for r in final:
-        by_campaign.setdefault(r.campaign_id, []).append(r)
-    for campaign_id, group in by_campaign.items():
+    for campaign_id in dict.fromkeys(r.campaign_id for r in results):  # (in order)
         row = conn.execute(
             "SELECT account_id FROM sends WHERE campaign_id = ?", (campaign_id,)
         ).fetchone()
         if row is None or not _listening(conn, row[0], ("email.delivered", "email.bounced")):
-            continue
+            continue  # (the usual case: nothing more per result)
         account_id = row[0]
+        group = [
+            r
+            for r in results
+            if r.campaign_id == campaign_id and r.state in ("delivered", "bounced", "failed")
+        ]
+        if not group:
+            continue
         contacts: dict[int, tuple[str, str]] = {}
         seqs = [r.contact_seq for r in group]
         for i in range(0, len(seqs), _IN_CHUNK):
@@ -1377,13 +1380,23 @@ class SqliteStore(Store):
                 return []
             conn.execute(_LEASE, (lease_until, owner or None, campaign_id, picked))
             (rows,) = conn.execute(_LEASED, (campaign_id, picked)).fetchone()
-            claimed: list[tuple[int, int, float | None]] = []
-            contacts: dict[int, tuple[Any, ...]] = {}
-            for seq, attempts, first, email, *contact in _decode_rows(rows):
-                claimed.append((seq, attempts, None if first is None else float(first)))
-                if email is not None:
-                    contacts[seq] = (email, *contact)
-            return claimed_work(claimed, contacts)
+            # In contact order, as claimed_work gives them; a deleted contact's fields are
+            # all null (the outer join found none).
+            return [
+                RecipientWork(
+                    contact_seq=seq,
+                    attempts=attempts,
+                    email=email,
+                    first_name=first_name,
+                    last_name=last_name,
+                    custom_fields=decode_fields(fields) if fields is not None else {},
+                    contact_status=status,
+                    first_attempt_at=None if first is None else float(first),
+                )
+                for seq, attempts, first, email, first_name, last_name, fields, status in sorted(
+                    _decode_rows(rows)
+                )
+            ]
 
         return await self._write(tx)
 
