@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 
 from mailcore import ValidationError
@@ -29,12 +32,37 @@ def test_a_sender_process_hands_the_gil_back_to_its_event_loop_sooner() -> None:
     from mailcore.node import SENDER_SWITCH_INTERVAL
 
     before = sys.getswitchinterval()
+    thresholds = gc.get_threshold()
     try:
         tune_sender_process()
         assert sys.getswitchinterval() == pytest.approx(SENDER_SWITCH_INTERVAL)
         assert before > SENDER_SWITCH_INTERVAL  # shorter than Python's default
     finally:
         sys.setswitchinterval(before)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def test_a_sender_process_runs_the_cyclic_collector_far_less_often() -> None:
+    from mailcore import tune_sender_process
+
+    def collections_while_allocating() -> int:
+        gc.collect()
+        before = gc.get_stats()[0]["collections"]
+        kept = [{"n": i} for i in range(20_000)]  # as a few hundred messages' objects
+        assert len(kept) == 20_000
+        return gc.get_stats()[0]["collections"] - before
+
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        assert collections_while_allocating() >= 20  # Python's default: every 700
+        tune_sender_process()
+        assert gc.get_freeze_count() > 0  # what was loaded is not walked again
+        assert collections_while_allocating() == 0
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def test_a_lease_owner_has_stopped_only_when_this_machine_can_tell() -> None:
