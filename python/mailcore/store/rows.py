@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -20,22 +21,29 @@ def claimed_work(
     contacts: Mapping[int, Sequence[Any]],
 ) -> list[RecipientWork]:
     """The work of the recipients a claim leased, ``(contact_seq, attempts,
-    first_attempt_at)`` each, in contact order, with their contacts' fields (``contacts``
-    by seq: email, first name, last name, custom fields as JSON, status). A contact
-    deleted since the plan has none: the dispatcher records it as suppressed."""
-    work: list[RecipientWork] = []
-    for seq, attempts, first_attempt_at in sorted(claimed):
-        email, first, last, fields, status = contacts.get(seq, _NO_CONTACT)
-        work.append(
-            RecipientWork(
-                contact_seq=seq,
-                attempts=attempts,
-                email=email,
-                first_name=first,
-                last_name=last,
-                custom_fields=decode_fields(fields) if fields is not None else {},
-                contact_status=status,
-                first_attempt_at=first_attempt_at,
-            )
+    first_attempt_at)`` each, with their contacts' fields (``contacts`` by seq: email,
+    first name, last name, custom fields as JSON, status); see :func:`leased_work`."""
+    return leased_work(
+        (seq, attempts, first, *contacts.get(seq, _NO_CONTACT)) for seq, attempts, first in claimed
+    )
+
+
+def leased_work(rows: Iterable[Sequence[Any]]) -> list[RecipientWork]:
+    """The work of leased recipients in contact order, from rows of ``(contact_seq,
+    attempts, first_attempt_at, email, first name, last name, custom fields as JSON,
+    status)``; ``first_attempt_at`` as a number or its exact text. A contact deleted since
+    the plan has all its fields null: the dispatcher records it as suppressed."""
+    in_order = sorted(rows, key=itemgetter(0))
+    return [
+        RecipientWork(
+            contact_seq=seq,
+            attempts=attempts,
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            custom_fields=decode_fields(fields) if fields is not None else {},
+            contact_status=status,
+            first_attempt_at=None if first is None else float(first),
         )
-    return work
+        for seq, attempts, first, email, first_name, last_name, fields, status in in_order
+    ]

@@ -69,7 +69,7 @@ from .base import (
     UpsertOutcome,
     WalletRow,
 )
-from .rows import decode_fields
+from .rows import decode_fields, leased_work
 from .schema import SQLITE_MIGRATIONS
 
 log = logging.getLogger("mailcore.store.sqlite")
@@ -1380,23 +1380,7 @@ class SqliteStore(Store):
                 return []
             conn.execute(_LEASE, (lease_until, owner or None, campaign_id, picked))
             (rows,) = conn.execute(_LEASED, (campaign_id, picked)).fetchone()
-            # In contact order, as claimed_work gives them; a deleted contact's fields are
-            # all null (the outer join found none).
-            return [
-                RecipientWork(
-                    contact_seq=seq,
-                    attempts=attempts,
-                    email=email,
-                    first_name=first_name,
-                    last_name=last_name,
-                    custom_fields=decode_fields(fields) if fields is not None else {},
-                    contact_status=status,
-                    first_attempt_at=None if first is None else float(first),
-                )
-                for seq, attempts, first, email, first_name, last_name, fields, status in sorted(
-                    _decode_rows(rows)
-                )
-            ]
+            return leased_work(_decode_rows(rows))
 
         return await self._write(tx)
 
