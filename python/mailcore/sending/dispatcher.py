@@ -181,7 +181,12 @@ class Dispatcher:
                         and await self._feed_one(send)
                     ):
                         worked = True
-                if not worked or self._sends_changed or anyio.current_time() >= read_again_at:
+                if (
+                    not worked
+                    or self._sends_changed
+                    or anyio.current_time() >= read_again_at
+                    or self._relay_delay() > 0  # every relay backs off: wait above
+                ):
                     break
             if not worked:
                 with anyio.move_on_after(self.poll_seconds):
@@ -308,11 +313,15 @@ class Dispatcher:
 
     async def _wait_for_relays(self) -> None:
         """Relay mode with every relay backing off: nothing can go out before one is due."""
-        if self.router.direct:
-            return
-        delay = min(d.down_until for _, d in self.router.relays) - self._now()
+        delay = self._relay_delay()
         if delay > 0:
             await anyio.sleep(delay)
+
+    def _relay_delay(self) -> float:
+        """Seconds until a relay is due again (0 or less: one is up, or direct delivery)."""
+        if self.router.direct:
+            return 0.0
+        return min(d.down_until for _, d in self.router.relays) - self._now()
 
     # -- routing -------------------------------------------------------------------
 
