@@ -74,7 +74,14 @@ from .events import (
     Rset,
     StartTls,
 )
-from .protocol import FORBIDDEN_IN_ADDRESS, MAX_ADDRESS_BYTES, ClientProtocol, Phase, check_address
+from .protocol import (
+    FORBIDDEN_IN_ADDRESS,
+    MAX_ADDRESS_BYTES,
+    ClientProtocol,
+    Phase,
+    check_address,
+    mail_command,
+)
 from .reply import EhloReply, Reply
 
 TlsMode: TypeAlias = Literal["none", "opportunistic", "required", "implicit"]
@@ -736,14 +743,19 @@ class SmtpConnection:
         finally:
             self._busy = False
 
+    def _capabilities(self) -> _Capabilities:
+        """What the last EHLO reply offers, read once per reply."""
+        caps = self._caps
+        if caps is None or caps.ehlo is not self._proto.ehlo:
+            caps = self._caps = _Capabilities.of(self._proto, self.chunking)
+        return caps
+
     def _prepare(
         self, sender: str, rcpts: tuple[str, ...], content: bytes
     ) -> _Prepared | SendOutcome:
         """The MAIL command and normalised content, or the local refusal of the message."""
         proto = self._proto
-        caps = self._caps
-        if caps is None or caps.ehlo is not proto.ehlo:
-            caps = self._caps = _Capabilities.of(proto, self.chunking)
+        caps = self._capabilities()
         utf8 = not sender.isascii() or not "".join(rcpts).isascii()
         if utf8 and not caps.smtputf8:
             return _refusal(
@@ -876,10 +888,7 @@ class SmtpConnection:
         than the engine's pipeline did.)"""
         if not messages:
             return None
-        proto = self._proto
-        caps = self._caps
-        if caps is None or caps.ehlo is not proto.ehlo:
-            caps = self._caps = _Capabilities.of(proto, self.chunking)
+        caps = self._capabilities()
         try:
             if {type(m[1]) for m in messages} - {list, tuple}:
                 return None  # (a str of one character would unpack as one recipient)
@@ -915,17 +924,12 @@ class SmtpConnection:
             (m[0] for m in messages), rcpts, contents, eight_bit or repeat(False), strict=False
         ):
             size = len(content) if sized else None
-            line = f"MAIL FROM:<{sender}>"
-            if size is not None:
-                line += f" SIZE={size}"
-            if high:
-                line += " BODY=8BITMIME"
             plain.append(
                 _Prepared(
                     Mail(sender, size=size, body_8bit=high),
                     (rcpt,),
                     content,
-                    f"{line}\r\n".encode(),
+                    mail_command(sender, size, high, False),
                 )
             )
         return plain

@@ -264,6 +264,20 @@ def check_address(address: str, *, allow_empty: bool = False, utf8: bool = True)
         raise LocalProtocolError("address too long")
 
 
+def mail_command(sender: str, size: int | None, body_8bit: bool, smtputf8: bool) -> bytes:
+    """The bytes of ``MAIL FROM`` with its parameters, unchecked: for a caller that has
+    checked the sender and the server's extensions already (as :meth:`ClientProtocol.send`
+    does, and ``SmtpConnection``'s batch path for a whole batch)."""
+    line = f"MAIL FROM:<{sender}>"
+    if size is not None:
+        line += f" SIZE={size}"
+    if body_8bit:
+        line += " BODY=8BITMIME"
+    if smtputf8:
+        line += " SMTPUTF8"
+    return f"{line}\r\n".encode()
+
+
 def _check_hostname(hostname: str) -> None:
     if (
         not hostname
@@ -743,22 +757,16 @@ class ClientProtocol:
             # The commands of a mail transaction first: most commands are.
             case Mail(sender, size, body_8bit, smtputf8):
                 check_address(sender, allow_empty=True, utf8=smtputf8)
-                line = f"MAIL FROM:<{sender}>"
                 if size is not None:
                     if not self.supports("SIZE"):
                         raise LocalProtocolError("SIZE= needs the SIZE extension")
                     if size < 0:
                         raise LocalProtocolError("negative SIZE")
-                    line += f" SIZE={size}"
-                if body_8bit:
-                    if not self.supports("8BITMIME"):
-                        raise LocalProtocolError("BODY=8BITMIME needs the 8BITMIME extension")
-                    line += " BODY=8BITMIME"
-                if smtputf8:
-                    if not self.supports("SMTPUTF8"):
-                        raise LocalProtocolError("SMTPUTF8 needs the SMTPUTF8 extension")
-                    line += " SMTPUTF8"
-                return f"{line}\r\n".encode()
+                if body_8bit and not self.supports("8BITMIME"):
+                    raise LocalProtocolError("BODY=8BITMIME needs the 8BITMIME extension")
+                if smtputf8 and not self.supports("SMTPUTF8"):
+                    raise LocalProtocolError("SMTPUTF8 needs the SMTPUTF8 extension")
+                return mail_command(sender, size, body_8bit, smtputf8)
             case Rcpt(recipient):
                 check_address(recipient, utf8=self._txn_utf8)
                 return f"RCPT TO:<{recipient}>\r\n".encode()
