@@ -80,40 +80,61 @@ SmtpPipelineResult: TypeAlias = tuple[
     int | None,
     bytes,
 ]
-"""What :func:`smtp_run_pipeline` returns (a typing name only)."""
+"""What :meth:`SmtpPipelineRunner.finish` returns (a typing name only)."""
 
-def smtp_run_pipeline(
-    fd: int,
-    messages: Sequence[tuple[bytes, Sequence[str], bytes, bool]],
-    rset: bool,
-    patience: float,
-) -> SmtpPipelineResult:
-    """The steady state of a DATA pipeline across ``messages`` (each its MAIL command
-    line, recipients, content and SMTPUTF8) on the connected socket ``fd``, with the GIL
-    released: each group the previous message's content, RSET (first: when ``rset``),
-    MAIL, RCPT… and DATA, in one write. The socket is blocking during the call, with
-    ``patience`` seconds as its send and receive timeouts, and non-blocking again after.
+@final
+class SmtpPipelineRunner:
+    """One SMTP connection's way to the engine's driver thread, which runs the steady
+    state of a DATA pipeline on the connection's socket with the GIL released. One thread
+    per process drives every connection's run from one epoll loop, so it sleeps only
+    when no connection has anything to do, not once per reply and connection.
 
-    It stops at the first thing that is not the steady state, a group's replies left
-    unconsumed. It returns ``(finished, lines, next, body, rset, stop, errno, written,
-    leftover)``:
+    :meth:`start` a run, await :meth:`fileno` readable, then :meth:`finish` takes what
+    it did (None while it runs). One run at a time."""
 
-    * ``finished``: ``(index, mail, rcpts, last, ending)`` per finished message, replies
-      as indexes into ``lines``. ``ending``: 0 when DATA was refused (``last`` is its
-      reply), 1 when the content went (``last`` is the final reply), 2 when only the dot
-      went (no valid recipient).
-    * ``lines``: the distinct reply lines taken, each without its LF. Every one is a
-      single-line reply other than 421.
-    * ``next``: the first message whose envelope is not yet answered.
-    * ``body``: ``(index, mail, rcpts, deliverable)`` of the message whose 354 came and
-      whose content goes in the next group, or None.
-    * ``rset``: whether the next group begins with RSET.
-    * ``stop``: ``"done"``, ``"irregular"`` (a reply that is not plain, or a recipient
-      that cannot be sent), ``"slow"`` (nothing within ``patience``), ``"eof"``,
-      ``"write-error"`` or ``"read-error"``. ``errno`` is set for the last two.
-    * ``written``: bytes of the next group already written (None: no group in flight).
-    * ``leftover``: bytes received and not taken.
-    """
+    def __init__(self) -> None: ...
+    def fileno(self) -> int:
+        """Readable once a run has ended, until :meth:`finish` takes it."""
+
+    def start(
+        self,
+        fd: int,
+        messages: Sequence[tuple[bytes, Sequence[str], bytes, bool]],
+        rset: bool,
+        patience: float,
+    ) -> None:
+        """Run the pipeline across ``messages`` (each its MAIL command line, recipients,
+        content and SMTPUTF8) on the connected socket ``fd``, switched to non-blocking:
+        each group the previous message's content, RSET (first: when ``rset``), MAIL,
+        RCPT… and DATA, in one write. A wait for a reply or for room to write lasts at
+        most ``patience`` seconds. The caller must not use or close the socket until
+        :meth:`finish` returns the run. ``OSError`` when a run is under way.
+
+        The run stops at the first thing that is not the steady state, a group's
+        replies left unconsumed."""
+
+    def finish(self) -> SmtpPipelineResult | None:
+        """None while the run goes on; once it has ended, ``(finished, lines, next,
+        body, rset, stop, errno, written, leftover)``:
+
+        * ``finished``: ``(index, mail, rcpts, last, ending)`` per finished message,
+          replies as indexes into ``lines``. ``ending``: 0 when DATA was refused
+          (``last`` is its reply), 1 when the content went (``last`` is the final reply),
+          2 when only the dot went (no valid recipient).
+        * ``lines``: the distinct reply lines taken, each without its LF. Every one is a
+          single-line reply other than 421.
+        * ``next``: the first message whose envelope is not yet answered.
+        * ``body``: ``(index, mail, rcpts, deliverable)`` of the message whose 354 came
+          and whose content goes in the next group, or None.
+        * ``rset``: whether the next group begins with RSET.
+        * ``stop``: ``"done"``, ``"irregular"`` (a reply that is not plain, or a
+          recipient that cannot be sent), ``"slow"`` (nothing within ``patience``),
+          ``"eof"``, ``"write-error"`` or ``"read-error"``. ``errno`` is set for the
+          last two.
+        * ``written``: bytes of the next group already written (None: no group in
+          flight).
+        * ``leftover``: bytes received and not taken.
+        """
 
 @final
 class Template:

@@ -1,4 +1,4 @@
-"""The engine's DATA pipeline (``_engine.smtp_run_pipeline``, run by
+"""The engine's DATA pipeline (``_engine.SmtpPipelineRunner``, run by
 :meth:`SmtpConnection.send_many` on plain TCP on Trio) against the Python pipeline it
 stands in for: for any server behaviour, the same bytes reach the server, every message
 gets the same result, and the connection is left in the same state. The engine hands
@@ -7,11 +7,14 @@ reply slower than its patience, a write the server does not take), mid-group."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -326,3 +329,58 @@ def test_a_content_the_server_does_not_take_in_time_is_finished_by_python() -> N
         assert "slow" in engine[3], engine[3]
 
     trio.run(main)
+
+
+def _engine_threads() -> int:
+    """Threads of this process named as the engine's driver thread."""
+    tasks = Path("/proc/self/task")
+    return sum((t / "comm").read_text().strip() == "mailcore smtp" for t in tasks.iterdir())
+
+
+async def _send_on_connections(count: int, per_connection: int) -> list[list[object]]:
+    """``count`` connections, each to its own scripted server, sending at once through the
+    engine: each connection's results."""
+    message: Msg = ("s@x.test", ["r@y.test"], b"Subject: a\n\nhello\n")
+    results: list[list[object]] = [[] for _ in range(count)]
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(script_server([], [])) for _ in range(count)]
+
+        async def send(k: int) -> None:
+            conn = await SmtpConnection.open(relay(servers[k].port))
+            try:
+                sent = await conn.send_many([message] * per_connection, max_messages=16)
+                results[k] = [result(r)[0] for r in sent]
+            finally:
+                await conn.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for k in range(count):
+                nursery.start_soon(send, k)
+        for server in servers:
+            assert bytes(server.received).count(b"\r\n.\r\n") == per_connection
+    return results
+
+
+def test_connections_sending_at_once_share_one_engine_thread() -> None:
+    """Eight connections' pipelines run at once on the engine's one driver thread (not a
+    thread each), and every message of each is sent."""
+    results = trio.run(_send_on_connections, 8, 40)
+    assert results == [["sent"] * 40] * 8
+    assert _engine_threads() == 1
+
+
+def test_a_forked_child_gets_its_own_engine_thread() -> None:
+    """The child of a fork (``multiprocessing``'s default on Linux, a preforking server)
+    has none of its parent's threads: its first pipeline starts a driver of its own."""
+    assert trio.run(_send_on_connections, 1, 5) == [["sent"] * 5]  # the parent's driver runs
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status is the test's verdict
+        code = 1
+        try:
+            signal.alarm(20)  # (a hung child dies of SIGALRM: the test fails, not hangs)
+            ok = trio.run(_send_on_connections, 2, 20) == [["sent"] * 20] * 2
+            code = 0 if ok and _engine_threads() == 1 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

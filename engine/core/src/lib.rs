@@ -8,8 +8,9 @@
 //!   [`tracking`] instruments the HTML part for open and click tracking; [`dkim`] signs it).
 //! * [`links`]: signed link tokens (unsubscribe, tracking) for a batch of recipients.
 //! * [`smtp`]: SMTP content framing (newlines, dot-stuffing) in one pass; [`pipeline`]: the
-//!   steady state of a DATA pipeline across messages, sans-IO; [`transport`] runs it on a
-//!   socket the Python client hands over (the only code here that touches one).
+//!   steady state of a DATA pipeline across messages, sans-IO; [`transport`] runs it on
+//!   sockets the Python client hands over, every connection's from one driver thread (the
+//!   only code here that touches a socket).
 //!
 //! This crate has no Python dependency; `engine/py` is a thin pyo3 binding over it.
 

@@ -18,8 +18,25 @@ use crate::smtp::data_group;
 /// Longest reply line taken, without its line ending (the Python reader's limit).
 pub const MAX_REPLY_LINE: usize = 2000;
 
+/// What the pipeline needs of one message, whoever holds its bytes (borrowed slices in
+/// [`PipelineMessage`]; the binding's Python objects, so that a run on the driver thread
+/// owns its messages without copying them).
+pub trait Envelope {
+    /// A recipient as a string.
+    type Rcpt: AsRef<str>;
+    /// `MAIL FROM:<…>` with its parameters and CRLF.
+    fn mail(&self) -> &[u8];
+    /// The recipients, one `RCPT TO` each.
+    fn rcpts(&self) -> &[Self::Rcpt];
+    /// The content as given (framed when it goes).
+    fn content(&self) -> &[u8];
+    /// SMTPUTF8: the recipients may be UTF-8.
+    fn utf8(&self) -> bool;
+}
+
 /// One message of the pipeline: its `MAIL` command line (CRLF included), recipients,
 /// content (framed when sent) and whether its addresses may be UTF-8 (SMTPUTF8).
+#[derive(Clone)]
 pub struct PipelineMessage<'a> {
     /// `MAIL FROM:<…>` with its parameters and CRLF.
     pub mail: &'a [u8],
@@ -29,6 +46,26 @@ pub struct PipelineMessage<'a> {
     pub content: &'a [u8],
     /// SMTPUTF8: the recipients may be UTF-8.
     pub utf8: bool,
+}
+
+impl<'a> Envelope for PipelineMessage<'a> {
+    type Rcpt = &'a str;
+
+    fn mail(&self) -> &[u8] {
+        self.mail
+    }
+
+    fn rcpts(&self) -> &[&'a str] {
+        &self.rcpts
+    }
+
+    fn content(&self) -> &[u8] {
+        self.content
+    }
+
+    fn utf8(&self) -> bool {
+        self.utf8
+    }
 }
 
 /// How a finished message ended.
@@ -84,8 +121,8 @@ pub enum Progress {
 }
 
 /// The pipeline over `messages`: which group is next, what the server answered.
-pub struct DataPipeline<'a> {
-    messages: &'a [PipelineMessage<'a>],
+pub struct DataPipeline<M> {
+    messages: Vec<M>,
     next: usize,
     body: Option<Body>,
     rset: bool,
@@ -98,9 +135,9 @@ pub struct DataPipeline<'a> {
     pub finished: Vec<Finished>,
 }
 
-impl<'a> DataPipeline<'a> {
+impl<M: Envelope> DataPipeline<M> {
     /// `rset`: the transaction before failed and the first group begins with `RSET`.
-    pub fn new(messages: &'a [PipelineMessage<'a>], rset: bool) -> Self {
+    pub fn new(messages: Vec<M>, rset: bool) -> Self {
         DataPipeline {
             messages,
             next: 0,
@@ -121,15 +158,15 @@ impl<'a> DataPipeline<'a> {
         debug_assert!(self.in_flight.is_none());
         let body = self.body.as_ref().map(|b| {
             if b.deliverable {
-                self.messages[b.index].content
+                self.messages[b.index].content()
             } else {
                 &b""[..]
             }
         });
         let (out, need) = match self.messages.get(self.next) {
             Some(msg) => {
-                let out = data_group(body, self.rset, msg.mail, &msg.rcpts, msg.utf8)?;
-                let need = usize::from(body.is_some()) + usize::from(self.rset) + msg.rcpts.len();
+                let out = data_group(body, self.rset, msg.mail(), msg.rcpts(), msg.utf8())?;
+                let need = usize::from(body.is_some()) + usize::from(self.rset) + msg.rcpts().len();
                 (out, need + 2)
             }
             None => (crate::smtp::data_content(body?), 1),
@@ -314,7 +351,7 @@ mod tests {
     #[test]
     fn groups_carry_the_previous_content_and_replies_finish_messages() {
         let messages = msgs(b"Hi\r\n");
-        let mut p = DataPipeline::new(&messages, false);
+        let mut p = DataPipeline::new(messages, false);
         let envelope = b"MAIL FROM:<s@b.test>\r\nRCPT TO:<r@b.test>\r\nDATA\r\n";
         assert_eq!(p.next_group().unwrap(), envelope);
         p.receive(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go");
@@ -345,7 +382,7 @@ mod tests {
     #[test]
     fn a_354_without_a_valid_recipient_sends_only_the_dot() {
         let messages = msgs(b"Hi\r\n");
-        let mut p = DataPipeline::new(&messages[..1], false);
+        let mut p = DataPipeline::new(messages[..1].to_vec(), false);
         p.next_group().unwrap();
         p.receive(b"250 ok\r\n550 no\r\n354 go\r\n");
         assert_eq!(p.take(), Progress::Taken);

@@ -62,17 +62,17 @@ pub fn address_ok(address: &str, utf8: bool) -> bool {
 /// [`data_content`] frames it, `RSET` when `rset`, the `mail` command line as given, a
 /// `RCPT TO` per recipient, then `DATA`. `None` when a recipient fails [`address_ok`]:
 /// nothing of the group may go out then.
-pub fn data_group(
+pub fn data_group<R: AsRef<str>>(
     body: Option<&[u8]>,
     rset: bool,
     mail: &[u8],
-    rcpts: &[&str],
+    rcpts: &[R],
     utf8: bool,
 ) -> Option<Vec<u8>> {
-    if !rcpts.iter().all(|r| address_ok(r, utf8)) {
+    if !rcpts.iter().all(|r| address_ok(r.as_ref(), utf8)) {
         return None;
     }
-    let envelope = mail.len() + rcpts.iter().map(|r| r.len() + 12).sum::<usize>() + 14;
+    let envelope = mail.len() + rcpts.iter().map(|r| r.as_ref().len() + 12).sum::<usize>() + 14;
     let body_len = body.map_or(0, |b| b.len() + b.len() / 32 + 8);
     let mut out = Vec::with_capacity(body_len + envelope);
     if let Some(body) = body {
@@ -84,7 +84,7 @@ pub fn data_group(
     out.extend_from_slice(mail);
     for rcpt in rcpts {
         out.extend_from_slice(b"RCPT TO:<");
-        out.extend_from_slice(rcpt.as_bytes());
+        out.extend_from_slice(rcpt.as_ref().as_bytes());
         out.extend_from_slice(b">\r\n");
     }
     out.extend_from_slice(b"DATA\r\n");

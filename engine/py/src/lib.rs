@@ -894,24 +894,37 @@ fn smtp_data_group<'py>(
     Some(PyBytes::new(py, &group))
 }
 
-/// One message of [`smtp_run_pipeline`]: the MAIL line, recipients, content, SMTPUTF8.
+/// One message of a pipeline run: the MAIL line, recipients, content, SMTPUTF8 (the
+/// Python objects themselves, held by the run while the driver thread sends them).
 type PipelineInput = (PyBackedBytes, Vec<PyBackedStr>, PyBackedBytes, bool);
+
+struct PyEnvelope(PipelineInput);
+
+impl engine::pipeline::Envelope for PyEnvelope {
+    type Rcpt = PyBackedStr;
+
+    fn mail(&self) -> &[u8] {
+        &self.0 .0
+    }
+
+    fn rcpts(&self) -> &[PyBackedStr] {
+        &self.0 .1
+    }
+
+    fn content(&self) -> &[u8] {
+        &self.0 .2
+    }
+
+    fn utf8(&self) -> bool {
+        self.0 .3
+    }
+}
 
 /// A finished message: (index, MAIL's reply, RCPTs' replies, last reply, ending).
 type FinishedOut = (usize, u32, Vec<u32>, u32, u8);
 
-/// The steady state of a DATA pipeline across `messages` on the socket `fd`, run with
-/// the GIL released until it is done or must hand back (engine/core's `transport`).
-#[pyfunction]
-#[pyo3(signature = (fd, messages, rset, patience))]
-#[allow(clippy::type_complexity)]
-fn smtp_run_pipeline<'py>(
-    py: Python<'py>,
-    fd: i32,
-    messages: Vec<PipelineInput>,
-    rset: bool,
-    patience: f64,
-) -> PyResult<(
+/// What a run did, as `SmtpPipelineRunner.finish` returns it.
+type PipelineOut<'py> = (
     Vec<FinishedOut>,
     Vec<Bound<'py, PyBytes>>,
     usize,
@@ -921,27 +934,59 @@ fn smtp_run_pipeline<'py>(
     Option<i32>,
     Option<usize>,
     Bound<'py, PyBytes>,
-)> {
-    if !(patience.is_finite() && patience >= 0.0) {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "patience must be >= 0",
-        ));
+);
+
+/// One SMTP connection's way to the engine's driver thread, which runs the steady state
+/// of a DATA pipeline on its socket (one epoll loop for every connection, engine/core's
+/// `transport`): `start` a run, await `fileno()` readable, `finish` takes what it did.
+#[pyclass(name = "SmtpPipelineRunner", module = "mailcore._engine", frozen)]
+struct PyPipelineRunner {
+    runner: engine::transport::Runner<PyEnvelope>,
+}
+
+#[pymethods]
+impl PyPipelineRunner {
+    #[new]
+    fn new() -> PyResult<Self> {
+        Ok(PyPipelineRunner {
+            runner: engine::transport::Runner::new()?,
+        })
     }
-    let patience = std::time::Duration::from_secs_f64(patience.min(3600.0));
-    let (finished, lines, next, body, rset, back) = without_gil(py, || {
-        let msgs: Vec<engine::pipeline::PipelineMessage<'_>> = messages
-            .iter()
-            .map(
-                |(mail, rcpts, content, utf8)| engine::pipeline::PipelineMessage {
-                    mail,
-                    rcpts: rcpts.iter().map(|r| &**r).collect(),
-                    content,
-                    utf8: *utf8,
-                },
-            )
-            .collect();
-        let mut pipeline = engine::pipeline::DataPipeline::new(&msgs, rset);
-        let back = engine::transport::run_pipeline(fd, &mut pipeline, patience);
+
+    /// Readable once a run has ended, until `finish` takes it.
+    fn fileno(&self) -> i32 {
+        self.runner.ready_fd()
+    }
+
+    /// Run the pipeline over `messages` on the socket `fd` in the driver thread, waiting
+    /// at most `patience` seconds for any reply or room to write. The caller must not use
+    /// the socket until `finish` returns the run.
+    #[pyo3(signature = (fd, messages, rset, patience))]
+    fn start(
+        &self,
+        fd: i32,
+        messages: Vec<PipelineInput>,
+        rset: bool,
+        patience: f64,
+    ) -> PyResult<()> {
+        if !(patience.is_finite() && patience >= 0.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "patience must be >= 0",
+            ));
+        }
+        let patience = std::time::Duration::from_secs_f64(patience.min(3600.0));
+        let messages = messages.into_iter().map(PyEnvelope).collect();
+        let pipeline = engine::pipeline::DataPipeline::new(messages, rset);
+        Ok(self.runner.start(fd, pipeline, patience)?)
+    }
+
+    /// What the run did, once it has ended (None while it runs): the finished messages,
+    /// the distinct reply lines they point into, the index of the first message not
+    /// begun, the one whose content goes next, whether the next group begins with RSET,
+    /// why it stopped (and the OS error), bytes of the group in flight that went out,
+    /// and the bytes received and not taken.
+    fn finish<'py>(&self, py: Python<'py>) -> Option<PipelineOut<'py>> {
+        let (mut pipeline, back) = self.runner.finish()?;
         let finished: Vec<FinishedOut> = std::mem::take(&mut pipeline.finished)
             .into_iter()
             .map(|f| {
@@ -956,37 +1001,31 @@ fn smtp_run_pipeline<'py>(
         let body = pipeline
             .body()
             .map(|b| (b.index, b.mail, b.rcpts.clone(), b.deliverable));
-        let next = pipeline.next_message();
-        let rset = pipeline.rset();
-        (
+        let (stop, error) = match back.stop {
+            engine::transport::Stop::Done => ("done", None),
+            engine::transport::Stop::Irregular => ("irregular", None),
+            engine::transport::Stop::Slow => ("slow", None),
+            engine::transport::Stop::Eof => ("eof", None),
+            engine::transport::Stop::WriteError(e) => ("write-error", Some(e)),
+            engine::transport::Stop::ReadError(e) => ("read-error", Some(e)),
+        };
+        let lines = pipeline.lines.iter().map(|l| PyBytes::new(py, l)).collect();
+        Some((
             finished,
-            std::mem::take(&mut pipeline.lines),
-            next,
+            lines,
+            pipeline.next_message(),
             body,
-            rset,
-            back,
-        )
-    });
-    let (stop, error) = match back.stop {
-        engine::transport::Stop::Done => ("done", None),
-        engine::transport::Stop::Irregular => ("irregular", None),
-        engine::transport::Stop::Slow => ("slow", None),
-        engine::transport::Stop::Eof => ("eof", None),
-        engine::transport::Stop::WriteError(e) => ("write-error", Some(e)),
-        engine::transport::Stop::ReadError(e) => ("read-error", Some(e)),
-    };
-    let lines = lines.iter().map(|l| PyBytes::new(py, l)).collect();
-    Ok((
-        finished,
-        lines,
-        next,
-        body,
-        rset,
-        stop,
-        error,
-        back.written,
-        PyBytes::new(py, &back.leftover),
-    ))
+            pipeline.rset(),
+            stop,
+            error,
+            back.written,
+            PyBytes::new(py, &back.leftover),
+        ))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SmtpPipelineRunner(fileno={})", self.runner.ready_fd())
+    }
 }
 
 #[pymodule]
@@ -1010,11 +1049,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(smtp_normalize_piece, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_content, m)?)?;
     m.add_function(wrap_pyfunction!(smtp_data_group, m)?)?;
-    m.add_function(wrap_pyfunction!(smtp_run_pipeline, m)?)?;
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyAudienceIndex>()?;
     m.add_class::<PyMessageRenderer>()?;
     m.add_class::<PyDkimSigner>()?;
     m.add_class::<PyLinkSigner>()?;
+    m.add_class::<PyPipelineRunner>()?;
     Ok(())
 }

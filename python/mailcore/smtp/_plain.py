@@ -14,10 +14,11 @@ Only for plain TCP on Trio: TLS (implicit, or after STARTTLS) and asyncio keep a
 streams.
 
 :meth:`PlainTrioStream.run_pipeline` lends the socket to the engine for the steady state
-of a DATA pipeline: the engine writes the groups and reads their replies in a worker
-thread with the GIL released (``engine/core/src/transport.rs``), one call per batch of
-messages instead of several Python steps per message, and hands back at the first thing
-that is not the steady state.
+of a DATA pipeline: the engine's driver thread writes the groups and reads their replies
+with the GIL released (``engine/core/src/transport.rs``), one call per batch of messages
+instead of several Python steps per message, and hands back at the first thing that is
+not the steady state. One driver thread serves every connection from one epoll loop; the
+stream awaits its run's end on the runner's notification fd, in the event loop.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class PlainTrioStream(ByteStream):
         self.inner = inner
         self._socket: socket.socket = inner.extra(SocketAttribute.raw_socket)
         self._closed = False
-        self._limiter = trio.CapacityLimiter(1)  # one engine run at a time, its own thread
+        self._runner: _engine.SmtpPipelineRunner | None = None  # made on first use
+        self._running = False
 
     async def run_pipeline(
         self,
@@ -52,20 +54,25 @@ class PlainTrioStream(ByteStream):
         rset: bool,
         patience: float,
     ) -> PipelineResult:
-        """``_engine.smtp_run_pipeline`` on this socket, in a worker thread. A cancellation
-        waits for it: the engine gives up within ``patience`` of any wait, and what it
-        did is returned, so the caller's machine stays in step with the server."""
+        """A run of the engine's pipeline on this socket (``SmtpPipelineRunner``). A
+        cancellation waits for it: the engine gives up within ``patience`` of any wait,
+        and what it did is returned, so the caller's machine stays in step with the
+        server (the cancellation takes effect at the caller's next checkpoint)."""
         if self._closed:
             raise anyio.ClosedResourceError
-        return await trio.to_thread.run_sync(
-            _engine.smtp_run_pipeline,
-            self._socket.fileno(),
-            messages,
-            rset,
-            patience,
-            thread_name="mailcore smtp",
-            limiter=self._limiter,
-        )
+        if self._running:
+            raise anyio.BusyResourceError("running a pipeline on")
+        runner = self._runner
+        if runner is None:
+            runner = self._runner = _engine.SmtpPipelineRunner()
+        runner.start(self._socket.fileno(), messages, rset, patience)
+        self._running = True
+        try:
+            with trio.CancelScope(shield=True):
+                result = await _ended(runner)
+        finally:
+            self._running = False
+        return result
 
     async def send(self, item: bytes) -> None:
         sock = self._socket
@@ -120,6 +127,15 @@ class PlainTrioStream(ByteStream):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self.inner.extra_attributes
+
+
+async def _ended(runner: _engine.SmtpPipelineRunner) -> PipelineResult:
+    """What the run did, once its runner's fd says it has ended."""
+    while True:
+        result = runner.finish()
+        if result is not None:
+            return result
+        await trio.lowlevel.wait_readable(runner)
 
 
 def plain_stream(stream: ByteStream) -> ByteStream:

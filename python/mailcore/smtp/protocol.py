@@ -483,7 +483,7 @@ class ClientProtocol:
 
     def engine_groups(self, *, body: bool, sent: Sequence[bytes]) -> None:
         """Record that whole DATA groups, the kind :meth:`send_transaction` builds, went
-        out and were answered through the engine's pipeline (``_engine.smtp_run_pipeline``,
+        out and were answered through the engine's pipeline (``_engine.SmtpPipelineRunner``,
         driven by the client on this machine's connection), every reply plain: the machine
         is where :meth:`send_transaction` and :meth:`next_replies` would have left it, in
         BODY when ``body`` (the last DATA got 354, its content not sent) else READY.
