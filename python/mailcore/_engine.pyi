@@ -129,8 +129,8 @@ class SmtpPipelineRunner:
         * ``rset``: whether the next group begins with RSET.
         * ``stop``: ``"done"``, ``"irregular"`` (a reply that is not plain, or a
           recipient that cannot be sent), ``"slow"`` (nothing within ``patience``),
-          ``"eof"``, ``"write-error"`` or ``"read-error"``. ``errno`` is set for the
-          last two.
+          ``"eof"``, ``"write-error"``, ``"read-error"`` (``errno`` is set for these
+          two) or ``"failed"`` (the engine panicked, a bug: the connection is broken).
         * ``written``: bytes of the next group already written (None: no group in
           flight).
         * ``leftover``: bytes received and not taken.

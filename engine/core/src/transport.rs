@@ -22,6 +22,7 @@ use std::mem::ManuallyDrop;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub enum Stop {
     WriteError(i32),
     /// Reading failed (the OS error number, 0 if none).
     ReadError(i32),
+    /// The run panicked (a bug): the connection cannot be trusted to be in step.
+    Failed,
 }
 
 /// What a run leaves for the Python client.
@@ -369,7 +372,9 @@ fn advance(registry: &Registry, active: &mut Active, token: usize, chunk: &mut [
     let Some((task, deadline)) = active.get_mut(&token) else {
         return; // (ended earlier in this round)
     };
-    match task.step(chunk) {
+    // A panic ends this run, not the thread every connection's runs depend on.
+    let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| task.step(chunk)));
+    match stepped.unwrap_or((Some(Stop::Failed), false)) {
         (None, moved) => {
             if moved {
                 *deadline = Instant::now() + task.patience();
@@ -504,6 +509,40 @@ mod tests {
         assert_eq!(back.stop, Stop::Slow);
         assert_eq!(finished, 2);
         assert!(back.written.is_some() && nonblocking);
+    }
+
+    /// A run (on one end of a socket pair) whose step panics; it says how it ended.
+    struct Panicking(std::sync::mpsc::Sender<Stop>, UnixStream);
+
+    impl Task for Panicking {
+        fn fd(&self) -> RawFd {
+            self.1.as_raw_fd()
+        }
+
+        fn patience(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+
+        fn step(&mut self, _chunk: &mut [u8]) -> (Option<Stop>, bool) {
+            panic!("a bug in a step");
+        }
+
+        fn end(self: Box<Self>, stop: Stop) {
+            self.0.send(stop).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_run_that_panics_ends_failed_and_the_driver_goes_on() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let driver = driver().unwrap();
+        let (sock, _other) = UnixStream::pair().unwrap();
+        lock(&driver.queue).push(Box::new(Panicking(tx, sock)));
+        driver.waker.wake().unwrap();
+        let ended = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(ended, Stop::Failed);
+        let (back, finished, _) = run(usize::MAX, None); // the same driver, still running
+        assert_eq!((back.stop, finished), (Stop::Done, 4));
     }
 
     #[test]

@@ -1008,6 +1008,7 @@ impl PyPipelineRunner {
             engine::transport::Stop::Eof => ("eof", None),
             engine::transport::Stop::WriteError(e) => ("write-error", Some(e)),
             engine::transport::Stop::ReadError(e) => ("read-error", Some(e)),
+            engine::transport::Stop::Failed => ("failed", None),
         };
         let lines = pipeline.lines.iter().map(|l| PyBytes::new(py, l)).collect();
         Some((

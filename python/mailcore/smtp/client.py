@@ -1080,7 +1080,7 @@ class SmtpConnection:
                         out = out[handback[0] :]
                         stop, errno = handback[1:]
                         handback = None
-                        if stop == "write-error":
+                        if stop in ("write-error", "failed"):  # (failed: an engine bug)
                             raise anyio.BrokenResourceError from _os_error(errno)
                         if stop == "read-error":
                             self._read_error = _os_error(errno)
