@@ -122,6 +122,8 @@ class PlainTrioStream(ByteStream):
 
     async def aclose(self) -> None:
         self._closed = True
+        if not self._running:
+            self._runner = None  # its notification pair's two descriptors go now
         await self.inner.aclose()
 
     @property
